@@ -1,0 +1,43 @@
+# One command each: `make demo` runs the pipeline on the embedded local default,
+# `make test` runs the whole suite. Both bootstrap .venv on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: venv demo test test-fast bench lock clean
+
+venv: $(STAMP)
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+demo: venv
+	$(PY) -m strata.demo --env local
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not cluster"
+
+bench: venv
+	$(PY) bench/lake_write.py
+
+lock: venv
+	(echo "# Exact versions CI and make install (pip install -c constraints.txt). Regenerate with 'make lock'."; \
+	 $(PY) -m pip freeze --exclude-editable) > constraints.txt
+
+clean:
+	rm -rf build lake .strata spark-warehouse metastore_db
