@@ -1,0 +1,292 @@
+"""Contract tests of the delta-rs lake engine, on local disk and on the local S3 endpoint.
+Tables are read back with deltalake directly as an independent reader."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+
+from strata.lake import ConflictError, LakeError, SchemaMismatchError, TableSpec
+from strata.lake.delta_rs import DeltaRsLake
+
+SCHEMA = "id long, event_date date, amount double, label string"
+TRIPS = TableSpec("silver", "trips", partition_by=("event_date",))
+D1, D2, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+
+
+@pytest.fixture
+def lake(spark, lake_root):
+    root, endpoint = lake_root
+    return DeltaRsLake(spark, root, job="test_lake", run_id=uuid.uuid4().hex, s3_endpoint=endpoint)
+
+
+def rows(spark, data):
+    return spark.createDataFrame(data, SCHEMA)
+
+
+def independent_read(spark, lake, table, version=None):
+    """The table as deltalake (delta-rs, no Spark involved) sees it."""
+    options = None
+    if lake.s3_endpoint:
+        options = {"AWS_ENDPOINT_URL": lake.s3_endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    arrow = DeltaTable(lake.path(table), version=version, storage_options=options).to_pyarrow_table()
+    return spark.createDataFrame(pa.table(arrow).select(["id", "event_date", "amount", "label"]).to_pandas(),
+                                 SCHEMA)
+
+
+def assert_same(actual, expected):
+    assert_df_equality(actual.select("id", "event_date", "amount", "label"), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+
+
+BASE = [(1, D1, 10.0, "a"), (2, D1, 20.0, "b"), (3, D2, 30.0, "c"), (4, D3, 40.0, "d")]
+
+
+def test_append_creates_then_appends_and_independent_reader_agrees(spark, lake):
+    first = lake.append(TRIPS, rows(spark, BASE[:2]))
+    second = lake.append(TRIPS, rows(spark, BASE[2:]))
+    assert (first.version, second.version) == (0, 1)
+    assert second.rows_added == 2
+    expected = rows(spark, BASE)
+    assert_same(lake.read(TRIPS), expected)
+    assert_same(independent_read(spark, lake, TRIPS), expected)
+    assert lake.row_count(TRIPS) == 4
+    assert DeltaTable(lake.path(TRIPS), storage_options=lake.storage_options).metadata().partition_columns == ["event_date"]
+
+
+def test_create_empty_table_then_read(spark, lake):
+    table = TableSpec("bronze", "empty", partition_by=("event_date",))
+    result = lake.create(table, rows(spark, []).schema)
+    assert result.version == 0 and lake.exists(table)
+    assert lake.read(table).count() == 0
+    with pytest.raises(ConflictError):
+        lake.create(table, rows(spark, []).schema)
+
+
+def test_overwrite_and_time_travel(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    before = lake.history(TRIPS)[0]["timestamp"]
+    time.sleep(1.1)
+    result = lake.overwrite(TRIPS, rows(spark, [(9, D1, 90.0, "z")]))
+    assert result.version == 1 and result.files_added == 1
+    assert_same(lake.read(TRIPS), rows(spark, [(9, D1, 90.0, "z")]))
+    assert_same(lake.read(TRIPS, version=0), rows(spark, BASE))
+    assert_same(independent_read(spark, lake, TRIPS, version=0), rows(spark, BASE))
+    as_of = dt.datetime.fromisoformat(before) + dt.timedelta(milliseconds=500)
+    assert_same(lake.read(TRIPS, timestamp=as_of), rows(spark, BASE))
+
+
+def test_overwrite_partitions_replaces_only_those(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    result = lake.overwrite_partitions(TRIPS, rows(spark, [(5, D1, 50.0, "e")]))
+    assert result.partitions_replaced == [{"event_date": "2024-01-01"}]
+    expected = rows(spark, [(5, D1, 50.0, "e"), (3, D2, 30.0, "c"), (4, D3, 40.0, "d")])
+    assert_same(independent_read(spark, lake, TRIPS), expected)
+
+    # explicit partitions: an emptied partition is replaced by nothing
+    lake.overwrite_partitions(TRIPS, rows(spark, [(6, D2, 60.0, "f")]), partitions=[{"event_date": D2}, {"event_date": D3}])
+    assert_same(lake.read(TRIPS), rows(spark, [(5, D1, 50.0, "e"), (6, D2, 60.0, "f")]))
+
+    version = lake.version(TRIPS)
+    with pytest.raises(LakeError, match="outside the ones to overwrite"):
+        lake.overwrite_partitions(TRIPS, rows(spark, [(7, D3, 1.0, "g")]), partitions=[{"event_date": D2}])
+    assert lake.version(TRIPS) == version
+
+
+def test_upsert_rewrites_only_touched_partitions(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    lake.append(TRIPS, rows(spark, [(5, D3, 50.0, "e")]))
+    files_before = set(DeltaTable(lake.path(TRIPS), storage_options=lake.storage_options).file_uris())
+    changes = rows(spark, [(2, D1, 21.0, "B"), (6, D1, 60.0, "new")])
+    result = lake.upsert(TRIPS, changes, keys=["id", "event_date"])
+
+    assert result.partitions_replaced == [{"event_date": "2024-01-01"}]
+    assert result.files_removed == 1  # only D1's file; D2 and D3 untouched
+    files_after = set(DeltaTable(lake.path(TRIPS), storage_options=lake.storage_options).file_uris())
+    untouched = {f for f in files_before if "event_date=2024-01-01" not in f}
+    assert len(untouched) == 3 and untouched <= files_after
+    expected = rows(spark, [(1, D1, 10.0, "a"), (2, D1, 21.0, "B"), (6, D1, 60.0, "new"),
+                            (3, D2, 30.0, "c"), (4, D3, 40.0, "d"), (5, D3, 50.0, "e")])
+    assert_same(independent_read(spark, lake, TRIPS), expected)
+    assert_same(lake.read(TRIPS, version=1), rows(spark, BASE + [(5, D3, 50.0, "e")]))
+    assert lake.history(TRIPS, limit=1)[0]["operation"] == "WRITE"
+
+
+def test_upsert_moves_a_key_between_partitions_without_duplicating(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    lake.upsert(TRIPS, rows(spark, [(3, D3, 33.0, "moved")]), keys=["id"])
+    expected = rows(spark, [(1, D1, 10.0, "a"), (2, D1, 20.0, "b"), (4, D3, 40.0, "d"), (3, D3, 33.0, "moved")])
+    assert_same(independent_read(spark, lake, TRIPS), expected)
+
+
+def test_upsert_rejects_duplicate_keys(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    with pytest.raises(LakeError, match="duplicate keys"):
+        lake.upsert(TRIPS, rows(spark, [(1, D1, 1.0, "x"), (1, D1, 2.0, "y")]), keys=["id"])
+    assert lake.version(TRIPS) == 0
+
+
+def test_every_commit_records_job_and_run_id(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    lake.upsert(TRIPS, rows(spark, [(1, D1, 11.0, "a")]), keys=["id"])
+    history = lake.history(TRIPS)
+    assert [h["version"] for h in history] == [1, 0]
+    assert {(h["job"], h["run_id"]) for h in history} == {("test_lake", lake.run_id)}
+
+
+@pytest.mark.parametrize("bad_frame, message", [
+    (lambda s: s.createDataFrame([(1, D1, 1.0)], "id long, event_date date, amount double"), "missing table column"),
+    (lambda s: s.createDataFrame([(1, D1, "x", "a")], "id long, event_date date, amount string, label string"),
+     "column 'amount' is double in the table but string"),
+    (lambda s: s.createDataFrame([(1, D1, 1.0, "a", "x")], SCHEMA + ", extra string"), "schema evolution is off"),
+])
+def test_schema_mismatch_fails_and_commits_nothing(spark, lake, bad_frame, message):
+    lake.append(TRIPS, rows(spark, BASE))
+    with pytest.raises(SchemaMismatchError, match=message):
+        lake.append(TRIPS, bad_frame(spark))
+    assert lake.version(TRIPS) == 0
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, BASE))
+
+
+def test_safe_widening_is_cast(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    narrow = spark.createDataFrame([(7, D1, 70, "g")], "id int, event_date date, amount int, label string")
+    lake.append(TRIPS, narrow)
+    assert lake.read(TRIPS).where("id = 7").select("amount").first()[0] == 70.0
+
+
+def test_schema_evolution_adds_nullable_column_where_allowed(spark, lake):
+    table = TableSpec("silver", "evolving", partition_by=("event_date",), schema_evolution=True)
+    lake.append(table, rows(spark, BASE))
+    wider = spark.createDataFrame([(8, D2, 80.0, "h", "extra!")], SCHEMA + ", note string")
+    lake.append(table, wider)
+    result = lake.read(table)
+    assert result.columns == ["id", "event_date", "amount", "label", "note"]
+    assert result.where("note is null").count() == 4
+    assert result.where("id = 8").first()["note"] == "extra!"
+
+
+def test_concurrent_appends_both_land(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    errors = []
+
+    def append(start):
+        try:
+            lake.append(TRIPS, rows(spark, [(start + i, D2, 1.0, "w") for i in range(5)]))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(100 * (n + 1),)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert lake.version(TRIPS) == 2
+    assert independent_read(spark, lake, TRIPS).count() == 14
+
+
+def test_concurrent_upserts_of_one_partition_land_or_conflict_cleanly(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    outcomes = []
+
+    def upsert(label):
+        try:
+            lake.upsert(TRIPS, rows(spark, [(1, D1, 99.0, label)]), keys=["id"])
+            outcomes.append(("ok", label))
+        except ConflictError as exc:
+            outcomes.append(("conflict", str(exc)))
+
+    threads = [threading.Thread(target=upsert, args=(name,)) for name in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    landed = [o for o in outcomes if o[0] == "ok"]
+    assert len(outcomes) == 2 and landed
+    table = independent_read(spark, lake, TRIPS)
+    # never both versions of key 1, never lost rows
+    assert table.where("id = 1").count() == 1
+    assert table.count() == 4
+    assert lake.version(TRIPS) == len(landed)
+    for kind, detail in outcomes:
+        if kind == "conflict":
+            assert "conflicted with a concurrent commit" in detail
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, sys, time
+    from pyspark.sql import SparkSession
+    from strata.lake import TableSpec
+    from strata.lake.delta_rs import DeltaRsLake
+
+    root, endpoint = sys.argv[1], sys.argv[2] or None
+    spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+
+    def stall(*args, **kwargs):  # files are written; stop right before the commit
+        print("FILES WRITTEN", flush=True)
+        time.sleep(600)
+
+    DeltaRsLake._commit = stall
+    lake = DeltaRsLake(spark, root, "killed", "run-killed", s3_endpoint=endpoint)
+    df = spark.createDataFrame([(i, __import__("datetime").date(2024, 1, 1), 1.0, "k") for i in range(100, 200)],
+                               "id long, event_date date, amount double, label string")
+    lake.upsert(TableSpec("silver", "trips", ("event_date",)), df, keys=["id"])
+""")
+
+
+def test_writer_killed_before_commit_leaves_last_version(spark, lake, tmp_path):
+    lake.append(TRIPS, rows(spark, BASE))
+    script = tmp_path / "killed_writer.py"
+    script.write_text(KILLED_WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), lake.root, lake.s3_endpoint or ""],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ.copy())
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if "FILES WRITTEN" in line or not line:
+                break
+        assert "FILES WRITTEN" in line, "the writer never reached its commit"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    assert lake.version(TRIPS) == 0
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, BASE))
+    assert_same(lake.read(TRIPS), rows(spark, BASE))
+    # the dead writer's files are orphans: vacuum removes them, the table stays intact
+    deleted = lake.vacuum(TRIPS, retention_hours=0)
+    assert deleted, "vacuum should remove the orphaned files"
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, BASE))
+
+
+def test_vacuum_removes_files_of_replaced_versions(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    lake.overwrite(TRIPS, rows(spark, [(9, D1, 90.0, "z")]))
+    deleted = lake.vacuum(TRIPS, retention_hours=0)
+    assert len(deleted) == 3  # the three partition files of version 0
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, [(9, D1, 90.0, "z")]))
+
+
+def test_string_partition_values_with_special_characters(spark, lake):
+    table = TableSpec("gold", "by_label", partition_by=("label",))
+    data = [(1, D1, 1.0, "a b:c/d"), (2, D1, 2.0, None), (3, D2, 3.0, "100%")]
+    lake.append(table, rows(spark, data))
+    assert_same(lake.read(table), rows(spark, data))
+    assert_same(independent_read(spark, lake, table), rows(spark, data))
+    lake.upsert(table, rows(spark, [(1, D1, 5.0, "a b:c/d")]), keys=["id", "label"])
+    assert lake.read(table).where("id = 1").first()["amount"] == 5.0
