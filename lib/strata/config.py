@@ -272,3 +272,30 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], origins: dict) -> Any:
             fail("a string")
         return str(value).lower() if isinstance(value, bool) else str(value)
     raise ConfigError(f"{key}: unsupported config type {tp}")  # a bug in this module, not in config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m strata.config --env ENV KEY` prints one setting (spark-submit.sh uses it)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Print a configuration value.")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("key", help="dotted key, e.g. spark.master")
+    args = parser.parse_args(argv)
+    try:
+        node: Any = load_config(args.env)
+        for part in args.key.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 1
+    except (AttributeError, KeyError):
+        print(f"config error: no key '{args.key}'", file=sys.stderr)
+        return 1
+    print("" if node is None else node)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
