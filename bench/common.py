@@ -68,7 +68,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         if value == 0:
             return "0"
-        if abs(value) >= 1e5:
+        if abs(value) >= 1000:
             return f"{value:,.0f}"
         if abs(value) >= 100:
             return f"{value:.1f}"
@@ -79,13 +79,16 @@ def fmt(value: Any) -> str:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    """A fixed-width table: first column left-aligned, the others right-aligned."""
+    """A fixed-width table: text columns left-aligned, numeric ones right-aligned."""
     cells = [[fmt(v) for v in row] for row in rows]
+    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                   for row in rows if row[i] is not None) and bool(rows)
+               for i in range(len(headers))]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w)
                          for i, (v, w) in enumerate(zip(values, widths))).rstrip()
 
     if title:
