@@ -19,7 +19,6 @@ import dataclasses
 import gzip
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -46,7 +45,7 @@ NULLABLE_REQUIRED = ("pickup_at", "dropoff_at", "trip_distance", "fare_amount")
 N_ZONES = 265
 BAD_ZONES = (0, 300, 999)
 JFK_ZONE = 132
-CARD, CASH = 1, 2
+CARD = 1
 MALFORMED_KINDS = ("wrong_column_count", "unterminated_quote")
 # Share of pickups by hour of day: quiet before dawn, an evening peak.
 HOURLY_SHARE = np.array([3.0, 2.0, 1.3, 0.9, 0.7, 0.8, 1.8, 3.3, 4.2, 4.4, 4.5, 4.7,
@@ -199,7 +198,6 @@ def generate(spec: DemoDataSpec) -> tuple[list[RawObject], Manifest]:
     rng = np.random.default_rng(spec.seed)
     slots = _plan(spec)
     data = [s for s in slots if s.unreadable is None]
-    carriers = [s for s in slots if s.unreadable != "empty"]  # truncated objects had real rows too
     R = spec.rows_per_object
     n_data_rows = len(data) * R
 
@@ -208,40 +206,28 @@ def generate(spec: DemoDataSpec) -> tuple[list[RawObject], Manifest]:
               (spec.anomaly_rate, spec.null_rate, spec.negative_distance_rate, spec.bad_zone_rate)]
     anomaly_rows, null_rows, negative_rows, bad_zone_rows, spare = np.split(order, np.cumsum(counts))
 
-    cols = _simulate(rng, [s.day for s in carriers], R, anomaly_rows)
-    cols["trip_id"] = _trip_ids(carriers, R)
+    # Every slot gets R trips in slot order; the truncated object's are real but lost, the empty one's unused.
+    cols = _simulate(rng, [s.day for s in slots], R, anomaly_rows)
+    cols["trip_id"] = _trip_ids(slots, R)
     masks = _plant_row_problems(rng, cols, null_rows, negative_rows, bad_zone_rows)
     typed, text = _typed_table(cols, masks), _text_table(cols, masks)
 
-    # Duplicates copy clean rows of an earlier data object into a later one.
-    sources = np.sort(spare[spare < n_data_rows - R][:_count(spec.duplicate_rate, n_data_rows)])
-    targets = rng.integers(sources // R + 1, len(data)) if len(sources) else sources
+    sources, targets = _pick_duplicates(rng, spare, spec.duplicate_rate, len(data), R)
     typed_copies, text_copies = typed.take(sources), text.take(sources)  # one gather, not one per object
-    csv_slots = [i for i, s in enumerate(data) if s.format in ("csv", "csv.gz")]
-    n_malformed = _count(spec.malformed_line_rate, len(csv_slots) * R) if csv_slots else 0
-    malformed_per_slot = np.bincount(rng.choice(csv_slots, n_malformed), minlength=len(data)) \
-        if n_malformed else np.zeros(len(data), dtype=int)
+    malformed_per_object = _malformed_per_object(rng, spec, data)
 
     objects, entries, malformed = [], [], []
     for i, slot in enumerate(data):
         own, copies = (typed, typed_copies) if slot.format == "parquet" else (text, text_copies)
         extra = np.flatnonzero(targets == i)
-        dup_at = _scatter(rng, R, len(extra))
-        rows = _object_rows(own.slice(i * R, R), copies.take(extra), dup_at)
-        body, bad = _render(rng, slot, rows, int(malformed_per_slot[i]), R)
+        rows = _object_rows(own.slice(i * R, R), copies.take(extra), _scatter(rng, R, len(extra)))
+        body, bad = _render(rng, slot, rows, int(malformed_per_object[i]), R)
         objects.append(RawObject(slot.key, slot.format, body))
-        entries.append(ObjectEntry(slot.key, slot.format, len(dup_at) + len(bad), len(bad), None))
+        entries.append(ObjectEntry(slot.key, slot.format, rows.num_rows + len(bad), len(bad), None))
         malformed += bad
-    unreadable = []
-    for slot in slots[len(data):]:
-        if slot.unreadable == "truncated_gzip":
-            full = _gzip(_csv_bytes(text.slice(carriers.index(slot) * R, R), []))
-            body, rows_intended = full[: len(full) // 2], R
-        else:
-            body, rows_intended = b"", 0
-        objects.append(RawObject(slot.key, slot.format, body))
-        entries.append(ObjectEntry(slot.key, slot.format, 0, 0, slot.unreadable))
-        unreadable.append(UnreadableObject(slot.key, slot.unreadable, rows_intended))
+    unreadable = [_unreadable(slot, text.slice(i * R, R)) for i, slot in enumerate(slots) if slot.unreadable]
+    objects += [obj for obj, _ in unreadable]
+    entries += [ObjectEntry(u.key, obj.format, 0, 0, u.reason) for obj, u in unreadable]
 
     trip_id = cols["trip_id"]
     manifest = Manifest(
@@ -254,7 +240,7 @@ def generate(spec: DemoDataSpec) -> tuple[list[RawObject], Manifest]:
         bad_zones=_ids(trip_id, bad_zone_rows),
         duplicates=_ids(trip_id, sources),
         malformed_lines=tuple(malformed),
-        unreadable_objects=tuple(unreadable),
+        unreadable_objects=tuple(u for _, u in unreadable),
     )
     return sorted(objects, key=lambda o: o.key), manifest
 
@@ -423,7 +409,30 @@ def _hundredths_text(values: np.ndarray, mask: np.ndarray | None) -> pa.Array:
     return pc.if_else(pa.array(values < 0), pc.binary_join_element_wise("-", unsigned, ""), unsigned)
 
 
+def _pick_duplicates(rng: np.random.Generator, spare: np.ndarray, rate: float, n_objects: int,
+                     R: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clean rows to copy, each into a random later data object (the last one has no later one)."""
+    sources = np.sort(spare[spare < (n_objects - 1) * R][:_count(rate, n_objects * R)])
+    return sources, rng.integers(sources // R + 1, n_objects)
+
+
+def _malformed_per_object(rng: np.random.Generator, spec: DemoDataSpec, data: list[_Slot]) -> np.ndarray:
+    """How many malformed lines each data object gets; only CSV text can hold one."""
+    csv_objects = np.array([i for i, s in enumerate(data) if s.format in ("csv", "csv.gz")], dtype=np.int64)
+    n = _count(spec.malformed_line_rate, len(csv_objects) * spec.rows_per_object)
+    return np.bincount(rng.choice(csv_objects, n), minlength=len(data))
+
+
 # --- objects ------------------------------------------------------------------------------------
+
+def _unreadable(slot: _Slot, text: pa.Table) -> tuple[RawObject, UnreadableObject]:
+    """A gzip CSV of real trips cut mid-stream, or a 0-byte object."""
+    if slot.unreadable == "truncated_gzip":
+        full = _gzip(_csv_bytes(text, []))
+        return RawObject(slot.key, slot.format, full[: len(full) // 2]), \
+            UnreadableObject(slot.key, slot.unreadable, text.num_rows)
+    return RawObject(slot.key, slot.format, b""), UnreadableObject(slot.key, "empty", 0)
+
 
 def _scatter(rng: np.random.Generator, n_base: int, n_extra: int) -> np.ndarray:
     """A mask over n_base + n_extra positions marking where the extras go, at random."""
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"bucket": args.bucket, "prefix": args.prefix.strip("/"),
                "manifest_key": manifest_key(args.prefix), **manifest.totals,
                "seconds": round(time.monotonic() - started, 2)}
-    print(json.dumps(summary), file=sys.stdout, flush=True)
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
