@@ -76,6 +76,8 @@ class DatasetConfig:
     partition_by: list[str] = field(default_factory=list)
     timestamp_format: str = "yyyy-MM-dd HH:mm:ss"
     schema_evolution: bool = False
+    # Unreadable objects tolerated per ingest run (each is recorded); beyond this the run fails.
+    max_bad_objects: int = 10
 
 
 @dataclass(frozen=True)

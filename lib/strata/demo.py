@@ -22,8 +22,24 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_RUN_DATE = "2024-01-01"
 
 
+DEMO_DATASET = "trips"
+
+
 def steps(run_date: str) -> list[tuple[str, list[str]]]:
-    return [("lake_smoke", ["--run-date", run_date])]
+    return [("ingest", ["--run-date", run_date, "--dataset", DEMO_DATASET])]
+
+
+def generate_raw_data(config, endpoint: str) -> dict[str, Any]:
+    """Deterministic demo trips into the dataset's bucket: a re-run uploads identical objects
+    (same ETags), so the lake finds nothing new."""
+    import boto3
+
+    from strata.demo_data import DemoDataSpec, upload
+
+    source = config.dataset(DEMO_DATASET).source
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=config.s3.region)
+    manifest = upload(DemoDataSpec(), client, source.bucket, source.prefix)
+    return manifest.totals
 
 
 @contextlib.contextmanager
@@ -70,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         environ = dict(os.environ)
         if endpoint:
             environ["STRATA_S3__ENDPOINT_URL"] = endpoint
+        if config.s3.embedded:
+            summary["generated"] = generate_raw_data(config, endpoint)
         for job, job_args in steps(args.run_date):
             code, result = run_step(job, args.env, job_args, environ)
             summary["steps"].append({"job": job, "status": result.get("status"), "run_id": result.get("run_id")})

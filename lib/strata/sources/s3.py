@@ -1,0 +1,60 @@
+"""Raw objects in S3: listing on the driver (keys and ETags only), clients for the executors.
+
+Endpoint and region come from config; credentials from the standard AWS chain. Connection
+problems fail fast (bounded timeouts and retries) with one line, not a stack trace wall.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class SourceError(RuntimeError):
+    """The raw source cannot be read at all (endpoint, bucket, credentials)."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Picklable: shipped to the executors, which build their own clients."""
+    endpoint_url: str | None
+    region: str
+    connect_timeout: int = 5
+    max_attempts: int = 3
+
+    def client(self):
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            config=BotoConfig(connect_timeout=self.connect_timeout, read_timeout=60,
+                              retries={"max_attempts": self.max_attempts, "mode": "standard"}))
+
+
+@dataclass(frozen=True)
+class RawObject:
+    key: str
+    etag: str
+    size: int
+    last_modified: dt.datetime
+
+
+def list_objects(settings: S3Settings, bucket: str, prefix: str, pattern: str = "*") -> list[RawObject]:
+    """Every object under prefix whose file name matches pattern (paginated)."""
+    client = settings.client()
+    found = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/") or not fnmatch.fnmatch(key.rsplit("/", 1)[-1], pattern):
+                    continue
+                found.append(RawObject(key, item["ETag"].strip('"'), item["Size"], item["LastModified"]))
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise SourceError(f"cannot list s3://{bucket}/{prefix}: {error.get('Code')}: {error.get('Message')}") from None
+    except BotoCoreError as exc:
+        raise SourceError(f"cannot list s3://{bucket}/{prefix}: {exc}") from None
+    return found
