@@ -137,7 +137,13 @@ def test_each_format_lands_as_it_came(spark, tmp_path, s3_endpoint, s3_bucket, s
         actual = (table.where(F.col("_source_key") == obj["key"]).orderBy("_source_row")
                   .select(*COLUMNS).toPandas().reset_index(drop=True))
         assert len(actual) == obj["rows"]
-        pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+        pd.testing.assert_frame_equal(as_values(actual), as_values(expected), check_dtype=False)
+
+
+def as_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text to values: Parquet's 1.0 may be rendered "1", the same number."""
+    numeric = [c for c in COLUMNS if c not in ("trip_id", "pickup_at", "dropoff_at")]
+    return frame.assign(**{c: pd.to_numeric(frame[c]) for c in numeric})
 
 
 def independent_parse(fmt: str, data: bytes) -> pd.DataFrame:

@@ -191,7 +191,10 @@ def _parquet_records(settings: S3Settings, bucket: str, key: str, etag: str, col
 def _arrow_text(array: pa.Array) -> pa.Array:
     """Values as the text a CSV of them would hold."""
     if pa.types.is_timestamp(array.type):
-        return pc.strftime(array, format="%Y-%m-%d %H:%M:%S")
+        seconds = array.cast(pa.timestamp("s", array.type.tz), safe=False)
+        if pc.all(pc.equal(seconds.cast(array.type), array)).as_py() is not False:
+            return pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S")  # whole seconds, as CSV has them
+        return pc.strftime(array, format="%Y-%m-%d %H:%M:%S")  # %S keeps the fraction
     if pa.types.is_boolean(array.type):
         return pc.if_else(array, "true", "false")
     return array.cast(pa.string())
