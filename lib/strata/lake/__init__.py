@@ -1,0 +1,21 @@
+"""The lake: Delta tables under <root>/<layer>/<table>, behind one interface and two engines."""
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from strata.config import Config
+from strata.lake.base import (CommitResult, ConflictError, Lake, LakeError, SchemaMismatchError,
+                              TableNotFoundError, TableSpec)
+
+__all__ = ["CommitResult", "ConflictError", "Lake", "LakeError", "SchemaMismatchError",
+           "TableNotFoundError", "TableSpec", "open_lake"]
+
+
+def open_lake(config: Config, spark: SparkSession, job: str, run_id: str) -> Lake:
+    """The engine the config names; never a silent fallback to the other."""
+    if config.lake.engine == "delta-spark":
+        from strata.lake.delta_spark import DeltaSparkLake
+        return DeltaSparkLake(spark, config.lake.root, job, run_id)
+    from strata.lake.delta_rs import DeltaRsLake
+    return DeltaRsLake(spark, config.lake.root, job, run_id,
+                       s3_endpoint=config.s3.endpoint_url, s3_region=config.s3.region)

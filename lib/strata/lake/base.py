@@ -1,0 +1,119 @@
+"""The lake interface: what every engine offers, and the errors it raises."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+
+class LakeError(RuntimeError):
+    """A lake operation failed; nothing was committed."""
+
+
+class SchemaMismatchError(LakeError):
+    """The frame does not fit the table's schema."""
+
+
+class ConflictError(LakeError):
+    """A concurrent commit made this one invalid; re-run the operation."""
+
+
+class TableNotFoundError(LakeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table of the lake: <root>/<layer>/<name>."""
+    layer: str
+    name: str
+    partition_by: tuple[str, ...] = ()
+    # New nullable columns in a written frame are added to the table only when this is set.
+    schema_evolution: bool = False
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    table: str
+    path: str
+    version: int
+    operation: str
+    files_added: int = 0
+    files_removed: int = 0
+    rows_added: int = 0
+    # partition values (as Delta stores them: strings) of the partitions this commit replaced
+    partitions_replaced: list[dict[str, str | None]] = field(default_factory=list)
+
+
+class Lake(abc.ABC):
+    """Delta tables under one root. Every commit records job and run_id in its commit info."""
+
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str):
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self.job = job
+        self.run_id = run_id
+
+    def path(self, table: TableSpec) -> str:
+        return f"{self.root}/{table.layer}/{table.name}"
+
+    @property
+    def commit_metadata(self) -> dict[str, str]:
+        return {"strata.job": self.job, "strata.run_id": self.run_id}
+
+    @abc.abstractmethod
+    def exists(self, table: TableSpec) -> bool: ...
+
+    @abc.abstractmethod
+    def create(self, table: TableSpec, schema: Any) -> CommitResult:
+        """Create an empty table with this Spark StructType; error if it exists."""
+
+    @abc.abstractmethod
+    def append(self, table: TableSpec, df: DataFrame) -> CommitResult:
+        """Append rows; creates the table on first write."""
+
+    @abc.abstractmethod
+    def overwrite(self, table: TableSpec, df: DataFrame) -> CommitResult:
+        """Replace the whole table's contents."""
+
+    @abc.abstractmethod
+    def overwrite_partitions(self, table: TableSpec, df: DataFrame,
+                             partitions: list[dict[str, Any]] | None = None) -> CommitResult:
+        """Replace the given partitions (default: those present in df) with df's rows, atomically.
+        Rows of df outside the given partitions are an error."""
+
+    @abc.abstractmethod
+    def upsert(self, table: TableSpec, df: DataFrame, keys: list[str]) -> CommitResult:
+        """Insert or replace rows by key; df must have unique keys. Only touched partitions are
+        rewritten, in one atomic commit."""
+
+    @abc.abstractmethod
+    def read(self, table: TableSpec, version: int | None = None,
+             timestamp: datetime | None = None) -> DataFrame: ...
+
+    @abc.abstractmethod
+    def version(self, table: TableSpec) -> int: ...
+
+    @abc.abstractmethod
+    def history(self, table: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first: version, timestamp, operation, job, run_id."""
+
+    @abc.abstractmethod
+    def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
+        """Delete files no longer referenced (removed ones past retention, and orphans of
+        crashed writers). Returns the deleted paths."""
+
+    def summary(self, table: TableSpec) -> dict[str, Any]:
+        """What the jobs' final JSON line reports per table."""
+        return {"path": self.path(table), "version": self.version(table),
+                "rows": self.row_count(table)}
+
+    @abc.abstractmethod
+    def row_count(self, table: TableSpec) -> int: ...
