@@ -79,7 +79,8 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
     """Run body with a JobContext; print the summary line; return the exit code."""
     logging.basicConfig(level=os.environ.get("STRATA_LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    for noisy in ("py4j", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(job, argv, add_arguments)
     run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
     summary: dict[str, Any] = {"job": job, "env": args.env, "run_id": args.run_id or new_run_id(),
