@@ -91,12 +91,19 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    # Great Expectations Data Docs (HTML) are built here; relative to the project root.
+    data_docs_dir: str = ".strata/data_docs"
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     project_root: str
     spark: SparkConfig
     lake: LakeConfig
     s3: S3Config = field(default_factory=S3Config)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
 
@@ -139,7 +146,9 @@ def load_config(env: str, conf_dir: str | Path | None = None,
     merged["project_root"] = str(conf_dir.parent)
     config = _build(Config, merged, (), origins)
     return dataclasses.replace(
-        config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)))
+        config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)),
+        quality=dataclasses.replace(config.quality, data_docs_dir=_resolve_root(
+            config.quality.data_docs_dir, conf_dir.parent)))
 
 
 def _resolve_root(root: str, project_root: Path) -> str:
