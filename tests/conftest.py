@@ -64,3 +64,14 @@ def lake_root(request, tmp_path):
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/lake", endpoint
+
+
+def job_context(spark, job, dataset, run_date, environ, conf_dir=None, **args):
+    """A JobContext on the test session (no spark-submit), configured by env-style overrides."""
+    import argparse
+    from strata.config import load_config
+    from strata.runner import JobContext
+
+    config = load_config("local", conf_dir, environ=environ)
+    namespace = argparse.Namespace(dataset=dataset, **args)
+    return JobContext(job, "local", uuid.uuid4().hex[:12], run_date, config, namespace, _spark=spark)

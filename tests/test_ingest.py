@@ -2,7 +2,6 @@
 Against the local S3 endpoint, a real SparkSession and Delta tables on disk."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gzip
 import io
@@ -11,7 +10,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 
 import boto3
 import pandas as pd
@@ -21,13 +19,11 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from strata.config import load_config
 from strata.demo_data import COLUMNS, DemoDataSpec, upload
 from strata.jobs import ingest
-from strata.runner import JobContext
 from strata.sources.s3 import SourceError
 
-from conftest import REPO
+from conftest import REPO, job_context
 
 RUN_DATE = dt.date(2024, 1, 5)
 SMALL = DemoDataSpec(days=2, objects_per_day=4, rows_per_object=300, seed=11)
@@ -39,9 +35,7 @@ def environ_for(lake_root, endpoint, bucket, **extra):
 
 
 def run_ingest(spark, lake_root, endpoint, bucket, run_date=RUN_DATE, **extra):
-    config = load_config("local", environ=environ_for(lake_root, endpoint, bucket, **extra))
-    ctx = JobContext("ingest", "local", uuid.uuid4().hex[:8], run_date, config,
-                     argparse.Namespace(dataset="trips"), _spark=spark)
+    ctx = job_context(spark, "ingest", "trips", run_date, environ_for(lake_root, endpoint, bucket, **extra))
     return ingest.run(ctx), ctx
 
 

@@ -67,6 +67,23 @@ class RawSourceConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """A gold aggregate for the warehouse: metrics (Spark SQL aggregates) per group."""
+    name: str
+    group_by: list[str]
+    metrics: dict[str, str]
+
+
+@dataclass(frozen=True)
+class GoldConfig:
+    # feature name -> Spark SQL expression over silver columns
+    features: dict[str, str]
+    # Spark SQL expression; null where the row has no label
+    label: str | None = None
+    analysis: AnalysisConfig | None = None
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     name: str
     source: RawSourceConfig
@@ -78,6 +95,9 @@ class DatasetConfig:
     schema_evolution: bool = False
     # Unreadable objects tolerated per ingest run (each is recorded); beyond this the run fails.
     max_bad_objects: int = 10
+    # Silver: derived columns, Spark SQL over the typed columns, in order (may define partition_by).
+    derive: dict[str, str] = field(default_factory=dict)
+    gold: GoldConfig | None = None
 
 
 @dataclass(frozen=True)

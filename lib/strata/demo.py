@@ -26,7 +26,7 @@ DEMO_DATASET = "trips"
 
 
 def steps(run_date: str) -> list[tuple[str, list[str]]]:
-    return [("ingest", ["--run-date", run_date, "--dataset", DEMO_DATASET])]
+    return [("pipeline", ["--run-date", run_date, "--dataset", DEMO_DATASET])]
 
 
 def generate_raw_data(config, endpoint: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Per-layer transforms: pure DataFrame -> DataFrame functions."""
