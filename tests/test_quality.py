@@ -280,3 +280,127 @@ def test_validate_rejects_a_bad_severity_before_running(spark):
         ExpectTableRowCountToBeBetween(min_value=1, meta={"severity": "blocker"})])
     with pytest.raises(SuiteError, match="meta.severity 'blocker'"):
         validate(spark.range(1), suite, "gold", "x")
+
+
+# --- results rows --------------------------------------------------------------------------
+
+def test_results_frame(spark, bronze_frame, bronze_suite):
+    from strata.quality import results_frame
+
+    result = validate(bronze_frame(4, null_keys=1), bronze_suite, "bronze", "trips")
+    at = datetime(2024, 5, 6, 7, 8, 9)
+    df = results_frame(spark, result, "run-7", "ingest", 3, at)
+    assert [(f.name, f.dataType.simpleString(), f.nullable) for f in df.schema.fields] == [
+        ("run_id", "string", True), ("job", "string", True), ("layer", "string", True),
+        ("table", "string", True), ("table_version", "bigint", True),
+        ("expectation_type", "string", True), ("column", "string", True),
+        ("kwargs", "string", True), ("severity", "string", True), ("success", "boolean", True),
+        ("element_count", "bigint", True), ("unexpected_count", "bigint", True),
+        ("unexpected_percent", "double", True), ("observed_value", "string", True),
+        ("validated_at", "timestamp", True),
+    ]
+    rows = {(r.expectation_type, r.column): r for r in df.collect()}
+    assert len(rows) == len(bronze_suite.expectations) == 9
+    assert {(r.run_id, r.job, r.layer, r.table, r.table_version, r.validated_at)
+            for r in rows.values()} == {("run-7", "ingest", "bronze", "trips", 3, at)}
+    failed = rows[("expect_column_values_to_not_be_null", "_source_key")]
+    assert json.loads(failed.kwargs) == {"column": "_source_key"}
+    assert (failed.severity, failed.success, failed.element_count, failed.unexpected_count,
+            failed.unexpected_percent, failed.observed_value) == ("error", False, 4, 1, 25.0, None)
+    count = rows[("expect_table_row_count_to_be_between", None)]
+    assert (count.success, json.loads(count.observed_value), count.unexpected_count) == (
+        True, 4, None)
+    assert json.loads(count.kwargs)["min_value"] == 1
+    warned = rows[("expect_column_values_to_be_null", "_corrupt_record")]
+    assert (warned.severity, warned.success, json.loads(warned.kwargs)["mostly"]) == (
+        "warn", True, 0.99)
+
+    unversioned = results_frame(spark, result, "run-8", "ingest", None, at)
+    assert {r.table_version for r in unversioned.select("table_version").collect()} == {None}
+
+
+# --- the jobs' gate ------------------------------------------------------------------------
+
+GATE_SUITE = [
+    {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "v"}},
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "v", "max_value": 10},
+     "meta": {"severity": "warn"}},
+]
+
+
+def test_run_gate_records_results_and_docs(spark, tmp_path, caplog):
+    from strata.lake.base import TableSpec
+    from strata.lake.delta_rs import DeltaRsLake
+    from strata.quality import QUALITY_RESULTS, run_gate
+
+    write_suite(tmp_path / "exp", "silver", "items", GATE_SUITE)
+    lake = DeltaRsLake(spark, str(tmp_path / "lake"), job="t", run_id="r")
+    target = TableSpec("silver", "items")
+    docs = tmp_path / "docs"
+    good = spark.createDataFrame([(1,), (2,), (30,)], "v long").cache()
+    bad = spark.createDataFrame([(1,), (None,)], "v long").cache()
+    try:
+        with caplog.at_level("INFO", logger="strata.quality"):
+            result = run_gate(lake, good, "silver", "items", target, "run-1", "silver-job", docs,
+                              expectations_dir=tmp_path / "exp")
+        assert result.success and [o.column for o in result.failed("warn")] == ["v"]
+        first_page = Path(result.docs_path)
+        assert first_page.is_file() and first_page.suffix == ".html"
+        assert first_page.is_relative_to(docs) and "run-1" in first_page.parts
+        assert "<html" in first_page.read_text()[:500].lower()
+        assert (docs / "index.html").is_file()
+        assert str(first_page) in caplog.text and "Data Docs built in" in caplog.text
+
+        rows = lake.read(QUALITY_RESULTS).collect()
+        assert len(rows) == 3
+        assert {(r.run_id, r.job, r.layer, r.table, r.table_version) for r in rows} == {
+            ("run-1", "silver-job", "silver", "items", None)}  # no target table yet
+
+        lake.append(target, good)
+        version = lake.version(target)
+        with pytest.raises(QualityGateBlocked, match="expect_column_values_to_not_be_null"):
+            run_gate(lake, bad, "silver", "items", target, "run-2", "silver-job", docs,
+                     expectations_dir=tmp_path / "exp")
+        rows = lake.read(QUALITY_RESULTS).filter("run_id = 'run-2'").collect()
+        assert len(rows) == 3 and {r.table_version for r in rows} == {version}
+        [blocked] = [r for r in rows if not r.success]
+        assert (blocked.column, blocked.unexpected_count, blocked.severity) == ("v", 1, "error")
+        assert lake.read(QUALITY_RESULTS).count() == 6
+
+        # The site keeps every validation (GX would delete pages it has no stored result for).
+        pages = sorted(docs.glob("validations/silver/items/*/*/*.html"))
+        assert [p.parts[-3] for p in pages] == ["run-1", "run-2"] and first_page in pages
+        index = (docs / "index.html").read_text()
+        assert index.count("validations/silver/items/run-") >= 2
+    finally:
+        good.unpersist()
+        bad.unpersist()
+
+
+def test_data_docs_add_no_spark_job_and_never_decide_the_gate(spark, tmp_path, caplog):
+    write_suite(tmp_path, "silver", "docs", GATE_SUITE)
+    suite = load_suite("silver", "docs", tmp_path)
+    df = spark.createDataFrame([(1,)], "v long").cache()
+    df.count()
+    sc = spark.sparkContext
+    try:
+        group = f"quality-docs-{uuid.uuid4().hex}"
+        sc.setJobGroup(group, "test_quality docs job count")
+        try:
+            result = validate(df, suite, "silver", "docs", docs_dir=tmp_path / "docs",
+                              run_id="run-1")
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        assert result.docs_path and Path(result.docs_path).is_file()
+        assert result.validated_at is not None and result.validated_at.tzinfo is not None
+        assert 1 <= len(sc.statusTracker().getJobIdsForGroup(group)) <= 4
+
+        blocked = tmp_path / "a-file"
+        blocked.write_text("not a folder")
+        with caplog.at_level("WARNING", logger="strata.quality"):
+            result = validate(df, suite, "silver", "docs", docs_dir=blocked)
+        assert result.success and result.docs_path is None
+        assert "building Data Docs failed" in caplog.text
+    finally:
+        df.unpersist()

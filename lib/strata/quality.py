@@ -10,24 +10,43 @@ publication, ``"warn"`` is recorded and publication goes on. ``mostly`` is GX's 
 
 GX's own per-expectation ``severity`` field (critical/warning/info) is not used: a suite file that
 sets it to anything but the default is rejected, so nobody believes it downgrades a check.
+
+The jobs call one function, which also records every outcome in the lake and builds Data Docs:
+
+    run_gate(lake, df, "silver", "trips", target, run_id, job, docs_dir)  # appends quality.results
+
+Row-level expectations (not_null, between, in_set, regex...) are also Spark predicates, so a job can
+quarantine the failing rows instead of (or before) blocking (expect-or-drop):
+
+    good, quarantined = split_rows(df, suite)       # quarantined has _failed_rules array<string>
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import unquote, urlparse
 
 import great_expectations as gx
 from great_expectations import exceptions as gx_exceptions
 from great_expectations.core import ExpectationSuite
-from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import (DataContextConfig,
+                                                        InMemoryStoreBackendDefaults,
+                                                        ProgressBarsConfig)
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier, ValidationResultIdentifier)
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession, functions as F
+from pyspark.sql import types as T
 
 from strata.errors import QualityGateBlocked
+from strata.lake.base import Lake, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +218,11 @@ class GateResult:
     table: str
     suite_name: str
     outcomes: list[ExpectationOutcome]
+    # When GX ran the suite (UTC); also the run time of the Data Docs page.
+    validated_at: datetime | None = None
+    # This validation's Data Docs page (validate(..., docs_dir=...)); the site's index.html is
+    # in docs_dir. None without docs_dir, or when building the docs failed (logged).
+    docs_path: str | None = None
 
     @property
     def success(self) -> bool:
@@ -229,14 +253,46 @@ class GateResult:
 
 _DATASOURCE_NAME = "strata"
 _BATCH_DEFINITION_NAME = "whole"
+_DOCS_SITE_NAME = "strata"
+# Under docs_dir: the JSON stores the site is built from (see _context).
+_DOCS_STORE_DIR = "_gx"
+# Validation pages listed on the index (newest first). GX reads each listed result's JSON back
+# on every build, so this bounds the cost of building the index as history grows.
+DOCS_INDEX_LIMIT = 200
 
 
-def _context() -> Any:
+def _context(docs_dir: Path | str | None = None) -> Any:
     """A fresh ephemeral context per validation: with its registrations it costs 40-120 ms
-    (measured), against seconds for the validation, and no state (stored results) outlives it.
+    (measured), against seconds for the validation, and without docs_dir no state (stored
+    results) outlives it.
     get_context() also makes it GX's process-wide current context; every object used here is
-    bound to it explicitly, so that does not matter to us."""
-    context = gx.get_context(mode="ephemeral")
+    bound to it explicitly, so that does not matter to us.
+
+    With docs_dir, the suites and validation results are kept as JSON under
+    docs_dir/_gx and the Data Docs site is docs_dir itself. They have to persist: on every build
+    GX's index builder deletes each page whose source (suite or result) is not in the context's
+    stores, so with in-memory stores a site shared by the jobs would only ever hold the last
+    validation."""
+    if docs_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        docs_dir = Path(docs_dir).resolve()
+        defaults = InMemoryStoreBackendDefaults()
+        for store_name, folder in ((defaults.expectations_store_name, "expectations"),
+                                   (defaults.validation_results_store_name, "validations")):
+            defaults.stores[store_name]["store_backend"] = {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir / _DOCS_STORE_DIR / folder),
+            }
+        defaults.data_docs_sites = {_DOCS_SITE_NAME: {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                   "validation_results_limit": DOCS_INDEX_LIMIT},
+        }}
+        context = gx.get_context(
+            project_config=DataContextConfig(store_backend_defaults=defaults), mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
@@ -256,8 +312,17 @@ def _copy_suite(suite: ExpectationSuite) -> ExpectationSuite:
     )
 
 
-def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str) -> GateResult:
-    """Run the suite on df (cached by the caller); GX launches its own Spark jobs, nothing else."""
+def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str,
+             docs_dir: Path | str | None = None, *, run_id: str | None = None) -> GateResult:
+    """Run the suite on df (cached by the caller); GX launches its own Spark jobs, nothing else.
+
+    docs_dir: also build GX Data Docs for this validation into that local folder (a filesystem
+    site: docs_dir/index.html lists the validations, newest first) and set
+    GateResult.docs_path to this validation's page. No Spark job; 0.25-0.5 s measured (the
+    index re-reads up to DOCS_INDEX_LIMIT stored results), ~70 KB kept per validation (page +
+    result JSON under docs_dir/_gx; nothing prunes them) plus 4 MB of static assets once.
+    A failure to build them is logged and leaves docs_path None: docs never decide a gate.
+    run_id: the run name on the Data Docs page (GX's default is none)."""
     for index, expectation in enumerate(suite.expectations):
         _severity(expectation.meta,
                   f"suite {suite.name}: expectations[{index}] ({expectation.expectation_type})")
@@ -265,20 +330,71 @@ def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str) -> 
         logger.warning("%s.%s: validating a DataFrame that is not cached: GX reads it once per "
                        "metric batch", layer, table)
     name = f"{layer}.{table}"
-    context = _context()
+    context = None
+    if docs_dir is not None:
+        try:
+            context = _context(docs_dir)  # creates docs_dir/_gx: fails on an unusable folder
+        except Exception as exc:  # noqa: BLE001 - the docs are a report, never the gate
+            logger.warning("%s: building Data Docs failed: %s", name, _one_line(exc))
+            docs_dir = None
+    if context is None:
+        context = _context()
     batch_definition = (
         context.data_sources.add_spark(_DATASOURCE_NAME)
         .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe(_BATCH_DEFINITION_NAME)
     )
+    # add_or_update: with docs_dir the suite store is on disk and holds the previous run's copy.
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(
-            name=name, data=batch_definition, suite=context.suites.add(_copy_suite(suite))
+            name=name, data=batch_definition,
+            suite=context.suites.add_or_update(_copy_suite(suite)),
         )
     )
-    run = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT)
+    validated_at = datetime.now(timezone.utc)
+    run_identifier = RunIdentifier(run_name=run_id, run_time=validated_at)
+    run = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
+                         run_id=run_identifier)
     outcomes = [_outcome(r) for r in run.results]
-    return GateResult(layer=layer, table=table, suite_name=suite.name, outcomes=outcomes)
+    docs_path = None
+    if docs_dir is not None:
+        docs_path = _build_docs(context, suite.name, run_identifier, run.batch_id, name)
+    return GateResult(layer=layer, table=table, suite_name=suite.name, outcomes=outcomes,
+                      validated_at=validated_at, docs_path=docs_path)
+
+
+def _build_docs(context: Any, suite_name: str, run_identifier: RunIdentifier, batch_id: str,
+                label: str) -> str | None:
+    """Render this validation's page (and its suite's) and the index; the page's local path.
+
+    ValidationDefinition.run (GX 1.x) stores its result in the context's results store, which is
+    what a Checkpoint's UpdateDataDocsAction builds from; here build_data_docs is called directly
+    with the same identifiers, without a Checkpoint."""
+    started = time.perf_counter()
+    suite_id = ExpectationSuiteIdentifier(name=suite_name)
+    result_id = ValidationResultIdentifier(expectation_suite_identifier=suite_id,
+                                           run_id=run_identifier, batch_identifier=batch_id)
+    try:
+        context.build_data_docs(site_names=[_DOCS_SITE_NAME],
+                                resource_identifiers=[result_id, suite_id])
+        [site] = context.get_docs_sites_urls(resource_identifier=result_id,
+                                             site_names=[_DOCS_SITE_NAME])
+        path = _url_to_path(site["site_url"])
+    except Exception as exc:  # noqa: BLE001 - the docs are a report, never the gate
+        logger.warning("%s: building Data Docs failed: %s", label, _one_line(exc))
+        return None
+    logger.info("%s: Data Docs built in %.2f s: %s", label, time.perf_counter() - started, path)
+    return path
+
+
+def _url_to_path(url: str | None) -> str:
+    if not url:
+        raise FileNotFoundError("GX returned no URL for the validation page")
+    parsed = urlparse(url)
+    path = unquote(parsed.path) if parsed.scheme == "file" else url
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not written")
+    return path
 
 
 def _outcome(validation_result: Any) -> ExpectationOutcome:
@@ -316,3 +432,307 @@ def enforce(result: GateResult) -> None:
     """Raise QualityGateBlocked (one line naming every failed expectation) on an error failure."""
     if not result.success:
         raise QualityGateBlocked(result.describe_failures())
+
+
+# --- row-level rules (expect-or-drop) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowRule:
+    """A row-level expectation as a Spark predicate: `passes` is never null, False exactly on
+    the rows GX counts as unexpected (so mostly is not part of it: every failing row fails)."""
+    name: str
+    expectation_type: str
+    column: str
+    severity: str
+    passes: Column
+
+
+QUARANTINE_COLUMN = "_failed_rules"
+# Rule names are cut to this many characters (value sets and regexes can be long).
+RULE_NAME_LIMIT = 100
+
+
+def _fmt(value: Any) -> str:
+    """JSON, with GX's float coercion of whole numbers undone (min_value 0 arrives as 0.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _bounds(subject: str, kw: dict) -> str:
+    low, high = kw.get("min_value"), kw.get("max_value")
+    strict_min, strict_max = bool(kw.get("strict_min")), bool(kw.get("strict_max"))
+    if low is not None and high is not None and not strict_min and not strict_max:
+        return f"{subject} between {_fmt(low)} and {_fmt(high)}"
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if strict_min else '>='} {_fmt(low)}")
+    if high is not None:
+        parts.append(f"{'<' if strict_max else '<='} {_fmt(high)}")
+    return f"{subject} " + " and ".join(parts)
+
+
+def _between(value: Column, kw: dict) -> Column:
+    low, high = kw.get("min_value"), kw.get("max_value")
+    conditions = []
+    if low is not None:
+        conditions.append(value > F.lit(low) if kw.get("strict_min") else value >= F.lit(low))
+    if high is not None:
+        conditions.append(value < F.lit(high) if kw.get("strict_max") else value <= F.lit(high))
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = result & condition
+    return result
+
+
+def _check_bounds(kw: dict) -> None:
+    low, high = kw.get("min_value"), kw.get("max_value")
+    if low is None and high is None:
+        raise ValueError("min_value and max_value cannot both be None")
+    if low is not None and high is not None and low > high:
+        raise ValueError("min_value cannot be greater than max_value")
+
+
+def _any_regex(column: Column, regexes: list[str]) -> Column:
+    return column.rlike("|".join(regexes))
+
+
+def _all_regexes(column: Column, regexes: list[str]) -> Column:
+    result = column.rlike(regexes[0])
+    for regex in regexes[1:]:
+        result = result & column.rlike(regex)
+    return result
+
+
+def _match_regex_list(column: Column, kw: dict) -> Column:
+    regexes, match_on = list(kw["regex_list"]), kw.get("match_on", "any")
+    if not regexes:
+        raise ValueError("regex_list is empty")
+    if match_on not in ("any", "all"):
+        raise ValueError("match_on must be either 'any' or 'all'")
+    return _any_regex(column, regexes) if match_on == "any" else _all_regexes(column, regexes)
+
+
+def _not_match_regex_list(column: Column, kw: dict) -> Column:
+    if not kw["regex_list"]:
+        raise ValueError("regex_list is empty")
+    return ~_any_regex(column, list(kw["regex_list"]))
+
+
+def _regex_list_name(column: str, kw: dict, negate: bool) -> str:
+    regexes = " ".join(f"/{r}/" for r in kw["regex_list"])
+    if negate:
+        return f"{column} matches none of {regexes}"
+    return f"{column} matches {kw.get('match_on', 'any')} of {regexes}"
+
+
+# expectation type -> (GX ignores null values?, expected condition on the column, name).
+# The conditions are GX's own Spark conditions (great_expectations/expectations/metrics/
+# column_map_metrics); GX counts a row unexpected where `column IS NOT NULL AND NOT expected`
+# (only `NOT expected` for the two null expectations), a null condition counting as expected.
+_ROW_RULES: dict[str, tuple[bool, Callable[[Column, dict], Column], Callable[[str, dict], str]]] = {
+    "expect_column_values_to_not_be_null": (
+        False, lambda c, kw: c.isNotNull(), lambda n, kw: f"{n} is not null"),
+    "expect_column_values_to_be_null": (
+        False, lambda c, kw: c.isNull(), lambda n, kw: f"{n} is null"),
+    "expect_column_values_to_be_between": (
+        True, _between, _bounds),
+    "expect_column_values_to_be_in_set": (
+        True,
+        lambda c, kw: F.lit(True) if kw["value_set"] is None else c.isin(list(kw["value_set"])),
+        lambda n, kw: f"{n} in {_fmt(kw['value_set'])}"),
+    "expect_column_values_to_not_be_in_set": (
+        True, lambda c, kw: ~c.isin(list(kw["value_set"])),
+        lambda n, kw: f"{n} not in {_fmt(kw['value_set'])}"),
+    "expect_column_values_to_match_regex": (
+        True, lambda c, kw: c.rlike(kw["regex"]), lambda n, kw: f"{n} matches /{kw['regex']}/"),
+    "expect_column_values_to_not_match_regex": (
+        True, lambda c, kw: ~c.rlike(kw["regex"]),
+        lambda n, kw: f"{n} does not match /{kw['regex']}/"),
+    "expect_column_values_to_match_regex_list": (
+        True, _match_regex_list, lambda n, kw: _regex_list_name(n, kw, negate=False)),
+    "expect_column_values_to_not_match_regex_list": (
+        True, _not_match_regex_list, lambda n, kw: _regex_list_name(n, kw, negate=True)),
+    "expect_column_value_lengths_to_be_between": (
+        True, lambda c, kw: _between(F.length(c), kw), lambda n, kw: _bounds(f"length({n})", kw)),
+    "expect_column_value_lengths_to_equal": (
+        True, lambda c, kw: F.length(c) == F.lit(kw["value"]),
+        lambda n, kw: f"length({n}) = {_fmt(kw['value'])}"),
+}
+ROW_RULE_TYPES = frozenset(_ROW_RULES)
+
+
+def _has_parameter(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "$PARAMETER" in value or any(_has_parameter(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_parameter(v) for v in value)
+    return False
+
+
+def _spark_row_condition(kw: dict) -> str | None | bool:
+    """The Spark SQL filter of a row_condition, None without one, False if not Spark SQL.
+
+    GX 1.x turns a string row_condition with condition_parser "spark" into a
+    PassThroughCondition, serialised as {"type": "pass_through", "pass_through_filter": ...},
+    which its Spark engine applies as data.filter(<string>)."""
+    condition = kw.get("row_condition")
+    if not condition:
+        return None
+    if isinstance(condition, dict) and condition.get("type") == "pass_through":
+        return condition["pass_through_filter"]
+    if isinstance(condition, str) and kw.get("condition_parser") == "spark":
+        return condition
+    return False
+
+
+def row_rules(suite: ExpectationSuite) -> list[RowRule]:
+    """The suite's row-level expectations as Spark predicates, in suite order.
+
+    Supported: the types in ROW_RULE_TYPES. Not row rules (GX still validates them): every other
+    type, expectations whose kwargs use $PARAMETER, and those with a row_condition that is not
+    a Spark SQL string (condition_parser "spark"; such a rule applies where the condition holds).
+
+    Names, stable and readable (cut to RULE_NAME_LIMIT characters, " #2"... on a repeat):
+    "trip_id is not null", "trip_distance between 0 and 200", "fare_amount > 0 and <= 500",
+    "payment_type in [1, 2]", "vendor not in [\\"X\\"]", "zone matches /^[A-Z]/",
+    "zone does not match /test/", "length(code) between 2 and 3", "length(code) = 3";
+    a row condition adds " where <condition>". meta.rule_name overrides the name.
+    mostly is ignored: a row that fails the predicate fails, whatever share of rows do."""
+    rules: list[RowRule] = []
+    seen: dict[str, int] = {}
+    for index, expectation in enumerate(suite.expectations):
+        configuration = expectation.configuration
+        kind = configuration.type
+        if kind not in _ROW_RULES:
+            continue
+        label = f"suite {suite.name}: expectations[{index}] ({kind})"
+        kw = {k: v for k, v in configuration.kwargs.items() if k != "batch_id"}
+        if _has_parameter(kw):
+            logger.warning("%s: uses $PARAMETER, not a row rule", label)
+            continue
+        row_condition = _spark_row_condition(kw)
+        if row_condition is False:
+            logger.warning("%s: row_condition is not a Spark SQL string, not a row rule", label)
+            continue
+        ignores_nulls, expected, describe = _ROW_RULES[kind]
+        column_name = kw["column"]
+        column = F.col(column_name)  # as GX does (a dotted name is a struct field)
+        try:
+            if "min_value" in kw or "max_value" in kw:
+                _check_bounds(kw)
+            condition = expected(column, kw)
+            name = (configuration.meta or {}).get("rule_name") or describe(column_name, kw)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SuiteError(f"{label}: {_one_line(exc)}") from None
+        unexpected = ~condition
+        if ignores_nulls:
+            unexpected = column.isNotNull() & unexpected
+        if row_condition:
+            unexpected = F.expr(row_condition) & unexpected
+            name += f" where {row_condition}"
+        name = _unique(_cut(str(name)), seen)
+        rules.append(RowRule(
+            name=name, expectation_type=kind, column=column_name,
+            severity=_severity(configuration.meta, label),
+            # GX counts `when(unexpected, 1)`: a null condition is not unexpected.
+            passes=~F.coalesce(unexpected, F.lit(False)),
+        ))
+    return rules
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= RULE_NAME_LIMIT else name[: RULE_NAME_LIMIT - 3] + "..."
+
+
+def _unique(name: str, seen: dict[str, int]) -> str:
+    seen[name] = seen.get(name, 0) + 1
+    return name if seen[name] == 1 else f"{name} #{seen[name]}"
+
+
+def split_rows(df: DataFrame, suite: ExpectationSuite) -> tuple[DataFrame, DataFrame]:
+    """(good, quarantined): rows failing any row rule of severity error go to quarantined, with
+    every original column plus _failed_rules (array<string>: the names of the error rules the
+    row failed, in suite order). warn rules quarantine nothing. Lazy, no Spark job: one
+    projection of column expressions that both frames filter; cache df (or the results) when
+    both are used."""
+    if QUARANTINE_COLUMN in df.columns:
+        raise ValueError(f"the frame already has a {QUARANTINE_COLUMN} column")
+    rules = [rule for rule in row_rules(suite) if rule.severity == "error"]
+    failed = F.array(*[F.when(~rule.passes, F.lit(rule.name)) for rule in rules])
+    failed = F.filter(failed, lambda name: name.isNotNull()).cast(T.ArrayType(T.StringType()))
+    if not rules:
+        failed = F.array().cast(T.ArrayType(T.StringType()))
+    tagged = df.withColumn(QUARANTINE_COLUMN, failed)
+    good = tagged.filter(F.size(QUARANTINE_COLUMN) == 0).drop(QUARANTINE_COLUMN)
+    quarantined = tagged.filter(F.size(QUARANTINE_COLUMN) > 0)
+    return good, quarantined
+
+
+# --- results rows --------------------------------------------------------------------------
+
+QUALITY_RESULTS = TableSpec("quality", "results")
+RESULTS_SCHEMA = T.StructType([
+    T.StructField("run_id", T.StringType()),
+    T.StructField("job", T.StringType()),
+    T.StructField("layer", T.StringType()),
+    T.StructField("table", T.StringType()),
+    T.StructField("table_version", T.LongType()),
+    T.StructField("expectation_type", T.StringType()),
+    T.StructField("column", T.StringType()),
+    T.StructField("kwargs", T.StringType()),
+    T.StructField("severity", T.StringType()),
+    T.StructField("success", T.BooleanType()),
+    T.StructField("element_count", T.LongType()),
+    T.StructField("unexpected_count", T.LongType()),
+    T.StructField("unexpected_percent", T.DoubleType()),
+    T.StructField("observed_value", T.StringType()),
+    T.StructField("validated_at", T.TimestampType()),
+])
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+def results_frame(spark: SparkSession, result: GateResult, run_id: str, job: str,
+                  table_version: int | None, validated_at: datetime) -> DataFrame:
+    """One row per expectation (RESULTS_SCHEMA). table_version: the target table's version the
+    batch was validated against (None before its first commit). kwargs and observed_value are
+    JSON strings (observed_value null when GX observed nothing, e.g. column map expectations)."""
+    rows = [
+        (run_id, job, result.layer, result.table, _int(table_version), o.expectation_type,
+         o.column, json.dumps(o.kwargs, default=str, sort_keys=True), o.severity,
+         bool(o.success), _int(o.element_count), _int(o.unexpected_count),
+         None if o.unexpected_percent is None else float(o.unexpected_percent),
+         _json_or_none(o.observed_value), validated_at)
+        for o in result.outcomes
+    ]
+    return spark.createDataFrame(rows, RESULTS_SCHEMA)
+
+
+# --- the jobs' gate ------------------------------------------------------------------------
+
+def run_gate(lake: Lake, df: DataFrame, layer: str, table: str, target: TableSpec, run_id: str,
+             job: str, docs_dir: Path | str | None, *,
+             expectations_dir: Path | None = None) -> GateResult:
+    """Validate df (cached by the caller) with expectations/<layer>/<table>.json, append the
+    results rows to quality.results (always, also when the gate blocks), log the docs path, then
+    enforce() (raises QualityGateBlocked on an error failure)."""
+    suite = load_suite(layer, table, expectations_dir)
+    table_version = lake.version(target) if lake.exists(target) else None
+    result = validate(df, suite, layer, table, docs_dir=docs_dir, run_id=run_id)
+    lake.append(QUALITY_RESULTS, results_frame(lake.spark, result, run_id, job, table_version,
+                                               result.validated_at or datetime.now(timezone.utc)))
+    failed = {s: len(result.failed(s)) for s in SEVERITIES}
+    logger.info("%s.%s: %d expectation(s), %d error and %d warn failure(s); results in %s; "
+                "Data Docs: %s", layer, table, len(result.outcomes), failed["error"],
+                failed["warn"], QUALITY_RESULTS.qualified_name, result.docs_path or "not built")
+    enforce(result)
+    return result

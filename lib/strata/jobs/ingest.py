@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from strata.config import DatasetConfig
 from strata.lake import Lake, TableSpec
-from strata.quality import enforce, load_suite, validate
+from strata.quality import run_gate
 from strata.runner import JobContext
 from strata.sources.parse import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RECORD_ROW, parse_task,
                                   parsed_schema)
@@ -124,7 +124,8 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, bronz
             rows = bronze_rows(parsed, [(s._source_key, s._source_etag) for s in failed],
                                ctx.run_id, ctx.run_date, ingested_at).persist()
             try:
-                enforce(validate(rows, load_suite("bronze", dataset.name), "bronze", dataset.name))
+                run_gate(lake, rows, "bronze", dataset.name, bronze, ctx.run_id, ctx.job,
+                         ctx.config.quality.data_docs_dir)
                 commit = lake.append(bronze, rows)
                 corrupt = rows.where(F.col("_corrupt_record").isNotNull()).count()
             finally:
