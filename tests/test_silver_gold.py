@@ -196,6 +196,15 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
     features = ctx.lake.read(gold.features_table(ctx.config.dataset("sensors")))
     assert features.where("device_id = 'dev-4'").first().low_battery == 1
 
+    # nothing new: the pipeline skips silver and gold and changes no table
+    versions = {name: table["version"] for name, table in ctx.tables.items()}
+    again = job_context(spark, "pipeline", None, RUN_DATE, environ, root / "conf")
+    again.args.dataset = ["sensors"]
+    stages = pipeline.run(again)["stages"]
+    assert stages["sensors.ingest"]["objects_new"] == 0
+    assert "skipped" in stages["sensors.silver"] and "skipped" in stages["sensors.gold"]
+    assert all(versions[name] == table["version"] for name, table in again.tables.items())
+
 
 @pytest.mark.slow
 def test_pipeline_through_spark_submit_exit_codes(tmp_path, demo, environ):

@@ -47,7 +47,7 @@ class JobContext:
     def lake(self):
         if self._lake is None:
             from strata.lake import open_lake
-            self._lake = open_lake(self.config, self.spark, self.job, self.run_id)
+            self._lake = open_lake(self.config, self.spark, self.job, self.run_id, self.run_date.isoformat())
         return self._lake
 
     def record_table(self, table) -> None:

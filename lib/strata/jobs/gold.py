@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, functions as F
 from strata.config import DatasetConfig
 from strata.jobs.silver import quarantine_table, silver_table
 from strata.lake import TableSpec
-from strata.quality import load_suite, run_gate, split_rows
+from strata.quality import QUALITY_RESULTS, load_suite, run_gate, split_rows
 from strata.runner import JobContext
 from strata.transforms import gold as T
 from strata.transforms.silver import quarantine_rows
@@ -54,7 +54,8 @@ def publish(ctx: JobContext, frame: DataFrame, target: TableSpec, partitions: li
             partitions=[{"quarantined_on": ctx.run_date}])
     finally:
         frame.unpersist()
-    ctx.record_table(target)
+    for table in (target, quarantine, QUALITY_RESULTS):
+        ctx.record_table(table)
     return {"rows": commit.rows_added, "quarantined": quarantined.rows_added}
 
 

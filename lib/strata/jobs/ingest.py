@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from strata.config import DatasetConfig
 from strata.lake import Lake, TableSpec
-from strata.quality import run_gate
+from strata.quality import QUALITY_RESULTS, run_gate
 from strata.runner import JobContext
 from strata.sources.parse import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RECORD_ROW, parse_task,
                                   parsed_schema)
@@ -96,7 +96,7 @@ def run(ctx: JobContext) -> dict:
     log.info("%s: %d objects listed, %d new", dataset.name, len(objects), len(new))
     if new:
         _ingest(ctx, dataset, settings, bronze, new, known, ingested_at, counts)
-    for table in (bronze, INGEST_ERRORS):
+    for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
         if lake.exists(table):
             ctx.record_table(table)
     return counts

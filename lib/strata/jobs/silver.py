@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, functions as F
 from strata.config import DatasetConfig
 from strata.jobs.ingest import bronze_table
 from strata.lake import TableSpec
-from strata.quality import load_suite, run_gate, split_rows
+from strata.quality import QUALITY_RESULTS, load_suite, run_gate, split_rows
 from strata.runner import JobContext
 from strata.transforms import silver as T
 
@@ -78,6 +78,6 @@ def run(ctx: JobContext) -> dict:
     if not counts["reconciled"]:
         raise RuntimeError(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but "
                            f"{reconciled} accounted for (upserted + duplicates + quarantined)")
-    for table in (target, quarantine):
+    for table in (target, quarantine, QUALITY_RESULTS):
         ctx.record_table(table)
     return counts

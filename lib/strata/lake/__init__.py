@@ -11,11 +11,11 @@ __all__ = ["CommitResult", "ConflictError", "Lake", "LakeError", "SchemaMismatch
            "TableNotFoundError", "TableSpec", "open_lake"]
 
 
-def open_lake(config: Config, spark: SparkSession, job: str, run_id: str) -> Lake:
+def open_lake(config: Config, spark: SparkSession, job: str, run_id: str, run_date: str | None = None) -> Lake:
     """The engine the config names; never a silent fallback to the other."""
     if config.lake.engine == "delta-spark":
         from strata.lake.delta_spark import DeltaSparkLake
-        return DeltaSparkLake(spark, config.lake.root, job, run_id)
+        return DeltaSparkLake(spark, config.lake.root, job, run_id, run_date)
     from strata.lake.delta_rs import DeltaRsLake
-    return DeltaRsLake(spark, config.lake.root, job, run_id,
+    return DeltaRsLake(spark, config.lake.root, job, run_id, run_date,
                        s3_endpoint=config.s3.endpoint_url, s3_region=config.s3.region)

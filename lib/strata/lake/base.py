@@ -53,20 +53,25 @@ class CommitResult:
 
 
 class Lake(abc.ABC):
-    """Delta tables under one root. Every commit records job and run_id in its commit info."""
+    """Delta tables under one root. Every commit records job, run_id and run_date in its commit
+    info, so a table's history says which run wrote what."""
 
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str):
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None):
         self.spark = spark
         self.root = root.rstrip("/")
         self.job = job
         self.run_id = run_id
+        self.run_date = run_date
 
     def path(self, table: TableSpec) -> str:
         return f"{self.root}/{table.layer}/{table.name}"
 
     @property
     def commit_metadata(self) -> dict[str, str]:
-        return {"strata.job": self.job, "strata.run_id": self.run_id}
+        metadata = {"strata.job": self.job, "strata.run_id": self.run_id}
+        if self.run_date:
+            metadata["strata.run_date"] = self.run_date
+        return metadata
 
     @abc.abstractmethod
     def exists(self, table: TableSpec) -> bool: ...
@@ -103,7 +108,7 @@ class Lake(abc.ABC):
 
     @abc.abstractmethod
     def history(self, table: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first: version, timestamp, operation, job, run_id."""
+        """Newest first: version, timestamp, operation, job, run_id, run_date."""
 
     @abc.abstractmethod
     def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:

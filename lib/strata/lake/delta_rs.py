@@ -27,9 +27,9 @@ PartitionKey = tuple  # partition values as Delta strings, in partition column o
 
 
 class DeltaRsLake(Lake):
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str,
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None,
                  s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
-        super().__init__(spark, root, job, run_id)
+        super().__init__(spark, root, job, run_id, run_date)
         self.s3_endpoint = s3_endpoint
         self.s3_region = s3_region
 
@@ -289,6 +289,7 @@ class DeltaRsLake(Lake):
             "operation": entry.get("operation"),
             "job": entry.get("strata.job"),
             "run_id": entry.get("strata.run_id"),
+            "run_date": entry.get("strata.run_date"),
             "parameters": entry.get("operationParameters", {}),
         } for entry in self._delta(table).history(limit)]
 

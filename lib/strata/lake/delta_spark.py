@@ -23,13 +23,13 @@ def delta_connector_available(spark: SparkSession) -> bool:
 
 
 class DeltaSparkLake(Lake):
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str):
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None):
         if not delta_connector_available(spark):
             raise LakeError(
                 "lake.engine is delta-spark but the Delta connector (io.delta:delta-spark jars) is not on "
                 "the Spark classpath; pass it with spark-submit.sh (lake.delta_spark_packages or "
                 "lake.delta_spark_jars) or configure lake.engine: delta-rs")
-        super().__init__(spark, root, job, run_id)
+        super().__init__(spark, root, job, run_id, run_date)
         from delta.tables import DeltaTable
 
         self._delta_table = DeltaTable
@@ -125,7 +125,8 @@ class DeltaSparkLake(Lake):
             meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
             result.append({"version": row["version"], "timestamp": row["timestamp"].isoformat(),
                            "operation": row["operation"], "job": meta.get("strata.job"),
-                           "run_id": meta.get("strata.run_id"), "parameters": row["operationParameters"]})
+                           "run_id": meta.get("strata.run_id"), "run_date": meta.get("strata.run_date"),
+                           "parameters": row["operationParameters"]})
         return result
 
     def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
