@@ -114,6 +114,9 @@ class ModelConfig:
 class QualityConfig:
     # Great Expectations Data Docs (HTML) are built here; relative to the project root.
     data_docs_dir: str = ".strata/data_docs"
+    # false skips silver/gold validation and row-rule quarantine (benchmarks, emergency
+    # backfills); casts, de-duplication and corrupt-record quarantine still apply.
+    gates: bool = True
 
 
 @dataclass(frozen=True)

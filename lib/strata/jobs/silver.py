@@ -50,11 +50,12 @@ def run(ctx: JobContext) -> dict:
     try:
         counts = {"dataset": dataset.name, "bronze_rows_read": bronze.count(),
                   "duplicates_dropped": typed.where(F.col(T.DUP_RANK) > 1).count()}
-        # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
-        suite = load_suite("silver", dataset.name)
-        run_gate(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
-                 ctx.config.quality.data_docs_dir)
-        good, failed_rules = split_rows(candidate, suite)
+        good, failed_rules = candidate, candidate.limit(0).withColumn("_failed_rules", F.array().cast("array<string>"))
+        if ctx.config.quality.gates:
+            # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
+            run_gate(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
+                     ctx.config.quality.data_docs_dir)
+            good, failed_rules = split_rows(candidate, load_suite("silver", dataset.name))
         upserted = good.drop(T.RAW)
 
         def to_quarantine(df: DataFrame, record, reasons) -> DataFrame:
@@ -78,6 +79,6 @@ def run(ctx: JobContext) -> dict:
     if not counts["reconciled"]:
         raise RuntimeError(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but "
                            f"{reconciled} accounted for (upserted + duplicates + quarantined)")
-    for table in (target, quarantine, QUALITY_RESULTS):
+    for table in (target, quarantine, *([QUALITY_RESULTS] if ctx.config.quality.gates else [])):
         ctx.record_table(table)
     return counts
