@@ -42,5 +42,5 @@ def run(ctx: JobContext) -> dict:
     if rows_read != expected:
         raise RuntimeError(f"read back {rows_read} rows for {ctx.run_date}, expected {expected}")
     ctx.record_table(EVENTS)
-    return {"rows_written": written.rows_added, "upsert_rows_rewritten": upserted.rows_added,
+    return {"master": ctx.spark.sparkContext.master, "rows_written": written.rows_added, "upsert_rows_rewritten": upserted.rows_added,
             "rows_read": rows_read, "files_rewritten_by_upsert": upserted.files_removed}
