@@ -14,6 +14,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from strata.config import Config, ConfigError, load_config
@@ -107,6 +108,9 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
     finally:
         if context is not None:
             summary["tables"] = context.tables
+            docs = Path(context.config.quality.data_docs_dir) / "index.html"
+            if docs.exists():
+                summary["data_docs"] = str(docs)
             if context._spark is not None:
                 context._spark.stop()
     print(json.dumps(summary, default=str), flush=True)
