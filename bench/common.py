@@ -62,6 +62,42 @@ def timed() -> Iterator[Timer]:
         timer.seconds = time.perf_counter() - start
 
 
+def process_tree_cpu_seconds(root_pid: int | None = None) -> dict[int, float] | None:
+    """CPU seconds (user + system, own and reaped children) of root_pid (default: this process)
+    and every live descendant (the JVM, Python workers, servers we started), per pid; None where
+    /proc is unavailable. Subtract two readings with cpu_seconds_between."""
+    proc = "/proc"
+    if not os.path.isdir(proc):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+        cpu[int(name)] = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+    tree, stack = {}, [root_pid or os.getpid()]
+    while stack:
+        pid = stack.pop()
+        tree[pid] = cpu.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds_between(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """CPU seconds the process tree used between two process_tree_cpu_seconds readings
+    (processes that exited in between are not counted)."""
+    if before is None or after is None:
+        return None
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

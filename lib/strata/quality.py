@@ -339,8 +339,9 @@ def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str,
             docs_dir = None
     if context is None:
         context = _context()
+    # persist=False: callers cache the frame; GX would cache a second copy and never release it.
     batch_definition = (
-        context.data_sources.add_spark(_DATASOURCE_NAME)
+        context.data_sources.add_spark(_DATASOURCE_NAME, persist=False)
         .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe(_BATCH_DEFINITION_NAME)
     )
