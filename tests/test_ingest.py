@@ -174,6 +174,7 @@ def test_too_many_bad_objects_fails_and_commits_nothing(spark, tmp_path, s3_endp
     with pytest.raises(ingest.TooManyBadObjects, match="4 unreadable objects"):
         run_ingest(spark, tmp_path, s3_endpoint, s3_bucket, STRATA_DATASETS__TRIPS__MAX_BAD_OBJECTS="2")
     assert not (tmp_path / "bronze" / "trips" / "_delta_log").exists()
+    assert not list((tmp_path / "bronze" / "trips").rglob("*.parquet"))  # staged files deleted
 
 
 def test_unreachable_endpoint_and_missing_bucket_fail_fast(spark, tmp_path, s3_endpoint):

@@ -314,7 +314,9 @@ def _copy_suite(suite: ExpectationSuite) -> ExpectationSuite:
 
 def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str,
              docs_dir: Path | str | None = None, *, run_id: str | None = None) -> GateResult:
-    """Run the suite on df (cached by the caller); GX launches its own Spark jobs, nothing else.
+    """Run the suite on df; GX launches its own Spark jobs, nothing else. GX reads df once per
+    metric batch: the caller caches it when it is expensive to compute (cheap to re-read, like
+    freshly written Parquet files, it need not be).
 
     docs_dir: also build GX Data Docs for this validation into that local folder (a filesystem
     site: docs_dir/index.html lists the validations, newest first) and set
@@ -326,9 +328,6 @@ def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str,
     for index, expectation in enumerate(suite.expectations):
         _severity(expectation.meta,
                   f"suite {suite.name}: expectations[{index}] ({expectation.expectation_type})")
-    if not df.is_cached:
-        logger.warning("%s.%s: validating a DataFrame that is not cached: GX reads it once per "
-                       "metric batch", layer, table)
     name = f"{layer}.{table}"
     context = None
     if docs_dir is not None:

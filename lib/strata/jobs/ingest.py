@@ -4,6 +4,11 @@ Bronze is its own manifest: each row carries the (key, ETag) of the object it ca
 same atomic commit as the data, so an object is either fully in bronze or not at all. Objects
 that yield no rows (empty, or unreadable) are recorded in ops.ingest_errors with the reason.
 A changed object (same key, new ETag) is ingested again with the next _source_version.
+
+One pass on the executors (strata.sources.ingest_task): each task reads, parses and writes its
+objects as staged bronze Parquet files and returns only file metadata and per-object statuses.
+The driver then gates the staged files (read back: what is validated is what gets committed)
+and commits them in one Delta commit, or deletes them.
 """
 from __future__ import annotations
 
@@ -12,14 +17,17 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
-from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from strata.config import DatasetConfig
-from strata.lake import Lake, TableSpec
+from strata.lake import Lake, StagedFiles, TableSpec
+from strata.lake.files import FILE_SCHEMA
 from strata.quality import QUALITY_RESULTS, run_gate
 from strata.runner import JobContext
-from strata.sources.parse import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RECORD_ROW, parse_task,
-                                  parsed_schema)
+from strata.sources.ingest_task import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RESULT_SCHEMA_DDL,
+                                        IngestSpec, ingest_task)
 from strata.sources.s3 import RawObject, S3Settings, list_objects
 
 log = logging.getLogger(__name__)
@@ -55,29 +63,35 @@ def known_objects(lake: Lake, dataset: DatasetConfig) -> dict[str, set[str]]:
     return known
 
 
-def parse_objects(spark: SparkSession, objects: list[RawObject], known: dict[str, set[str]],
-                  settings: S3Settings, dataset: DatasetConfig) -> DataFrame:
-    """Every record of the objects plus one status record per object, parsed on the executors."""
+def bronze_schema(dataset: DatasetConfig) -> T.StructType:
+    """The source columns as strings, then lineage, run metadata and the partition column."""
+    return T.StructType(
+        [T.StructField(c, T.StringType()) for c in dataset.schema]
+        + [T.StructField(name, type_) for name, type_ in (
+            ("_source_key", T.StringType()), ("_source_etag", T.StringType()),
+            ("_source_version", T.IntegerType()), ("_source_row", T.LongType()),
+            ("_corrupt_record", T.StringType()), ("_error", T.StringType()),
+            ("_ingested_at", T.TimestampType()), ("_run_id", T.StringType()), ("_ingest_date", T.DateType()))])
+
+
+def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, objects: list[RawObject],
+                  known: dict[str, set[str]], ingested_at: dt.datetime) -> tuple[StagedFiles, list]:
+    """Executors read, parse and write the objects as staged bronze files (one pass, nothing
+    through the driver). Returns the staged files and one status row per object."""
+    spark, bronze = ctx.spark, bronze_table(dataset)
+    schema = bronze_schema(dataset)
+    spec = IngestSpec(settings, dataset.source.bucket, tuple(dataset.schema), dataset.source.format,
+                      ctx.lake.staging_location(bronze), to_arrow_schema(schema), ingested_at, ctx.run_id,
+                      ctx.run_date)
     listing = [(o.key, o.etag, len(known.get(o.key, ())) + 1) for o in objects]
     slices = max(1, min(len(objects), -(-len(objects) // OBJECTS_PER_TASK),
                         spark.sparkContext.defaultParallelism * 8))
-    columns = list(dataset.schema)
-    return (spark.createDataFrame(listing, "key string, etag string, version int")
-            .repartition(slices)
-            .mapInArrow(parse_task(settings, dataset.source.bucket, columns, dataset.source.format),
-                        _ddl(parsed_schema(columns))))
-
-
-def bronze_rows(parsed: DataFrame, failed: list[tuple[str, str]], run_id: str, run_date: dt.date,
-                ingested_at: dt.datetime) -> DataFrame:
-    """Records of the objects that were read to the end, with the run's metadata."""
-    rows = parsed.where(F.col("_record") == RECORD_ROW).drop("_record")
-    if failed:
-        failed_df = parsed.sparkSession.createDataFrame(failed, "_source_key string, _source_etag string")
-        rows = rows.join(F.broadcast(failed_df), ["_source_key", "_source_etag"], "left_anti")
-    return (rows.withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-            .withColumn("_run_id", F.lit(run_id))
-            .withColumn("_ingest_date", F.lit(run_date).cast("date")))
+    results = (spark.createDataFrame(listing, "key string, etag string, version int")
+               .repartition(slices)
+               .mapInArrow(ingest_task(spec), RESULT_SCHEMA_DDL)
+               .collect())
+    files = tuple({name: r[name] for name in FILE_SCHEMA.names} for r in results if r.kind == "file")
+    return StagedFiles(bronze, schema, files), [r for r in results if r.kind == "object"]
 
 
 def run(ctx: JobContext) -> dict:
@@ -95,53 +109,46 @@ def run(ctx: JobContext) -> dict:
               "rows_written": 0, "corrupt_rows": 0, "rows_discarded_from_failed_objects": 0}
     log.info("%s: %d objects listed, %d new", dataset.name, len(objects), len(new))
     if new:
-        _ingest(ctx, dataset, settings, bronze, new, known, ingested_at, counts)
+        _ingest(ctx, dataset, settings, new, known, ingested_at, counts)
     for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
         if lake.exists(table):
             ctx.record_table(table)
     return counts
 
 
-def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, bronze: TableSpec,
-            new: list[RawObject], known: dict[str, set[str]], ingested_at: dt.datetime, counts: dict) -> None:
+def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: list[RawObject],
+            known: dict[str, set[str]], ingested_at: dt.datetime, counts: dict) -> None:
     lake = ctx.lake
-    parsed = parse_objects(ctx.spark, new, known, settings, dataset).persist()
+    staged, statuses = stage_objects(ctx, dataset, settings, new, known, ingested_at)
+    committed = False
     try:
-        statuses = (parsed.where(F.col("_record") != RECORD_ROW)
-                    .select("_source_key", "_source_etag", "_record", "_source_row", "_error").collect())
-        failed = [s for s in statuses if s._record == OBJECT_FAILED]
-        empty = [s for s in statuses if s._record == OBJECT_EMPTY]
+        ok = [s for s in statuses if s.status == OBJECT_OK]
+        failed = [s for s in statuses if s.status == OBJECT_FAILED]
+        empty = [s for s in statuses if s.status == OBJECT_EMPTY]
         if len(failed) > dataset.max_bad_objects:
-            examples = "; ".join(f"{s._source_key}: {s._error}" for s in failed[:3])
+            examples = "; ".join(f"{s.key}: {s.reason}" for s in failed[:3])
             raise TooManyBadObjects(f"{len(failed)} unreadable objects (max_bad_objects={dataset.max_bad_objects}); "
                                     f"nothing was committed. e.g. {examples}")
-        ok_rows = sum(s._source_row for s in statuses if s._record == OBJECT_OK)
-        counts.update(objects_ingested=sum(s._record == OBJECT_OK for s in statuses),
-                      objects_empty=len(empty), objects_failed=len(failed), rows_read=ok_rows,
-                      rows_discarded_from_failed_objects=sum(s._source_row for s in failed))
-
-        if ok_rows:
-            rows = bronze_rows(parsed, [(s._source_key, s._source_etag) for s in failed],
-                               ctx.run_id, ctx.run_date, ingested_at).persist()
-            try:
-                run_gate(lake, rows, "bronze", dataset.name, bronze, ctx.run_id, ctx.job,
-                         ctx.config.quality.data_docs_dir)
-                commit = lake.append(bronze, rows)
-                corrupt = rows.where(F.col("_corrupt_record").isNotNull()).count()
-            finally:
-                rows.unpersist()
-            counts.update(rows_written=commit.rows_added - corrupt, corrupt_rows=corrupt)
+        rows_read, corrupt = sum(s.records for s in ok), sum(s.corrupt for s in ok)
+        if staged.rows != rows_read:
+            raise RuntimeError(f"ingest {dataset.name}: {rows_read} records read but {staged.rows} staged")
+        counts.update(objects_ingested=len(ok), objects_empty=len(empty), objects_failed=len(failed),
+                      rows_read=rows_read, rows_written=rows_read - corrupt, corrupt_rows=corrupt,
+                      rows_discarded_from_failed_objects=sum(s.records for s in failed))
+        if staged.files:
+            # The gate reads the staged files back: it validates exactly what will be committed.
+            run_gate(lake, lake.read_staged(staged), "bronze", dataset.name, staged.table, ctx.run_id, ctx.job,
+                     ctx.config.quality.data_docs_dir)
+            lake.commit_staged(staged)
+        committed = True
         if failed or empty:
             # After the data commit: a crash in between only means these are retried next run.
             lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
-                [(dataset.name, s._source_key, s._source_etag, s._record.removeprefix("object_"), s._error,
-                  s._source_row, ctx.run_id, ingested_at) for s in failed + empty],
+                [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at)
+                 for s in failed + empty],
                 "dataset string, key string, etag string, status string, reason string, "
                 "rows_before_failure long, run_id string, recorded_at timestamp"))
     finally:
-        parsed.unpersist()
+        if not committed:
+            lake.discard_staged(staged)  # a crash instead leaves them to vacuum, as orphans
 
-
-def _ddl(schema) -> str:
-    return ", ".join(f"`{f.name}` {'int' if str(f.type) == 'int32' else 'long' if str(f.type) == 'int64' else 'string'}"
-                     for f in schema)

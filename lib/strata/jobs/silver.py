@@ -46,7 +46,9 @@ def run(ctx: JobContext) -> dict:
              .withColumn("_refined_run_id", F.lit(ctx.run_id))
              .persist())
     latest = typed.where(F.col(T.DUP_RANK) == 1)
-    candidate = latest.where(F.size(T.CAST_ERRORS) == 0).drop(T.DUP_RANK, T.CAST_ERRORS).persist()
+    # The candidate batch is a filter over the cached typed batch, not a second cache: a second
+    # copy of every row spilled to disk at 5M rows and cost more than the gate itself.
+    candidate = latest.where(F.size(T.CAST_ERRORS) == 0).drop(T.DUP_RANK, T.CAST_ERRORS)
     try:
         counts = {"dataset": dataset.name, "bronze_rows_read": bronze.count(),
                   "duplicates_dropped": typed.where(F.col(T.DUP_RANK) > 1).count()}
@@ -72,7 +74,6 @@ def run(ctx: JobContext) -> dict:
         counts.update(upserted=upserted.count(), quarantined=written.rows_added,
                       silver_files_rewritten=commit.files_removed)
     finally:
-        candidate.unpersist()
         typed.unpersist()
     reconciled = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"]
     counts["reconciled"] = reconciled == counts["bronze_rows_read"]

@@ -5,17 +5,18 @@ from pyspark.sql import SparkSession
 
 from strata.config import Config
 from strata.lake.base import (CommitResult, ConflictError, Lake, LakeError, SchemaMismatchError,
-                              TableNotFoundError, TableSpec)
+                              StagedFiles, TableNotFoundError, TableSpec)
 
 __all__ = ["CommitResult", "ConflictError", "Lake", "LakeError", "SchemaMismatchError",
-           "TableNotFoundError", "TableSpec", "open_lake"]
+           "StagedFiles", "TableNotFoundError", "TableSpec", "open_lake"]
 
 
 def open_lake(config: Config, spark: SparkSession, job: str, run_id: str, run_date: str | None = None) -> Lake:
     """The engine the config names; never a silent fallback to the other."""
     if config.lake.engine == "delta-spark":
         from strata.lake.delta_spark import DeltaSparkLake
-        return DeltaSparkLake(spark, config.lake.root, job, run_id, run_date)
+        return DeltaSparkLake(spark, config.lake.root, job, run_id, run_date,
+                              s3_endpoint=config.s3.endpoint_url, s3_region=config.s3.region)
     from strata.lake.delta_rs import DeltaRsLake
     return DeltaRsLake(spark, config.lake.root, job, run_id, run_date,
                        s3_endpoint=config.s3.endpoint_url, s3_region=config.s3.region)

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from strata.lake import files
 
 
 class LakeError(RuntimeError):
@@ -52,16 +56,33 @@ class CommitResult:
     partitions_replaced: list[dict[str, str | None]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class StagedFiles:
+    """Data files that executors wrote for a table and nobody has committed yet: invisible to
+    the table's readers until commit_staged, deleted by discard_staged (after a crash they are
+    orphans, which vacuum deletes)."""
+    table: TableSpec
+    schema: T.StructType
+    files: tuple[dict[str, Any], ...]  # files.FILE_SCHEMA rows
+
+    @property
+    def rows(self) -> int:
+        return sum(f["num_records"] for f in self.files)
+
+
 class Lake(abc.ABC):
     """Delta tables under one root. Every commit records job, run_id and run_date in its commit
     info, so a table's history says which run wrote what."""
 
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None):
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None,
+                 s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
         self.spark = spark
         self.root = root.rstrip("/")
         self.job = job
         self.run_id = run_id
         self.run_date = run_date
+        self.s3_endpoint = s3_endpoint
+        self.s3_region = s3_region
 
     def path(self, table: TableSpec) -> str:
         return f"{self.root}/{table.layer}/{table.name}"
@@ -98,6 +119,30 @@ class Lake(abc.ABC):
     def upsert(self, table: TableSpec, df: DataFrame, keys: list[str]) -> CommitResult:
         """Insert or replace rows by key; df must have unique keys. Only touched partitions are
         rewritten, in one atomic commit."""
+
+    # ---- staged writes: executors write the files, the driver checks them, then commits ----
+    def staging_location(self, table: TableSpec) -> files.Location:
+        """Where executors write staged files of table (files.PartitionedWriter, partitioned by
+        table.partition_by). Here: a folder of this run outside the table; commit_staged appends
+        a copy. An engine that can commit files where they lie stages them in the table."""
+        return files.Location(f"{self.root}/_staging/{table.layer}/{table.name}/{self.run_id}",
+                              self.s3_endpoint, self.s3_region)
+
+    def read_staged(self, staged: StagedFiles) -> DataFrame:
+        return files.read_frame(
+            self.spark, self.staging_location(staged.table), staged.schema, staged.table.partition_by,
+            [{"path": f["path"], "partition_values": json.loads(f["partition_values"])} for f in staged.files])
+
+    def commit_staged(self, staged: StagedFiles) -> CommitResult:
+        """Append the staged files' rows in one commit (creates the table on first write)."""
+        result = self.append(staged.table, self.read_staged(staged))
+        self.discard_staged(staged)
+        return result
+
+    def discard_staged(self, staged: StagedFiles) -> None:
+        fs, root = self.staging_location(staged.table).filesystem()
+        for f in staged.files:
+            fs.delete_file(f"{root}/{f['path']}")
 
     @abc.abstractmethod
     def read(self, table: TableSpec, version: int | None = None,

@@ -20,7 +20,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata.lake import files
 from strata.lake.base import (CommitResult, ConflictError, Lake, LakeError, SchemaMismatchError,
-                              TableNotFoundError, TableSpec)
+                              StagedFiles, TableNotFoundError, TableSpec)
 from strata.lake.schema import conform
 
 PartitionKey = tuple  # partition values as Delta strings, in partition column order
@@ -29,9 +29,7 @@ PartitionKey = tuple  # partition values as Delta strings, in partition column o
 class DeltaRsLake(Lake):
     def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None,
                  s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
-        super().__init__(spark, root, job, run_id, run_date)
-        self.s3_endpoint = s3_endpoint
-        self.s3_region = s3_region
+        super().__init__(spark, root, job, run_id, run_date, s3_endpoint, s3_region)
 
     # ---- locations -------------------------------------------------------------------------
     def _location(self, table: TableSpec) -> files.Location:
@@ -179,6 +177,31 @@ class DeltaRsLake(Lake):
         return [AddAction(r.path, r.size, json.loads(r.partition_values), r.modification_time, True, r.stats)
                 for r in rows]
 
+    def staging_location(self, table: TableSpec) -> files.Location:
+        # In the table itself: committing is then only the log entry, no copy.
+        return self._location(table)
+
+    def commit_staged(self, staged: StagedFiles) -> CommitResult:
+        table = staged.table
+        adds = [AddAction(f["path"], f["size"], json.loads(f["partition_values"]), f["modification_time"],
+                          True, f["stats"]) for f in staged.files]
+        if not self.exists(table):
+            try:
+                return self._create(table, staged.schema, adds)
+            except ConflictError:
+                pass  # another writer created it first: append to theirs
+        delta = self._delta(table)
+        partition_by = tuple(delta.metadata().partition_columns)
+        if partition_by != tuple(table.partition_by) or \
+                _spark_schema(delta).simpleString() != staged.schema.simpleString():
+            raise SchemaMismatchError(
+                f"{table.qualified_name}: staged files have schema {staged.schema.simpleString()} partitioned "
+                f"by {list(table.partition_by)}; the table has {_spark_schema(delta).simpleString()} "
+                f"partitioned by {list(partition_by)}")
+        if not adds:
+            return self._result(table, delta.version(), "APPEND (nothing to write)", [], [])
+        return self._commit(table, delta, adds, [], "append", staged.schema, "APPEND")
+
     def _commit_properties(self, commit_id: str | None = None) -> CommitProperties:
         metadata = dict(self.commit_metadata)
         if commit_id:
@@ -256,24 +279,9 @@ class DeltaRsLake(Lake):
         return self._read_files(table, delta, self._snapshot(delta, partition_by))
 
     def _read_files(self, table: TableSpec | None, delta: DeltaTable, selected: list[dict]) -> DataFrame:
-        schema = _spark_schema(delta)
-        if not selected:
-            return self.spark.createDataFrame([], schema)
-        uri = delta.table_uri.rstrip("/")
-        partition_by = tuple(delta.metadata().partition_columns)
-        if not uri.startswith("s3://"):
-            # Spark's own vectorised reader; partition values come from the hive-style directories.
-            paths = [f"{uri}/{f['path']}" for f in selected]
-            return (self.spark.read.schema(schema).option("basePath", uri).parquet(*paths)
-                    .select(*schema.fieldNames()))
-        # No s3a here: executors read the files with pyarrow.
-        listing = self.spark.createDataFrame(
-            [(f["path"], json.dumps(f["partition_values"])) for f in selected],
-            "path string, partition_values string")
-        parallelism = max(1, min(len(selected), self.spark.sparkContext.defaultParallelism * 2))
-        location = files.Location(uri, self.s3_endpoint, self.s3_region)
-        return listing.repartition(parallelism).mapInArrow(
-            files.read_task(location, to_arrow_schema(schema), partition_by), schema)
+        location = files.Location(delta.table_uri.rstrip("/"), self.s3_endpoint, self.s3_region)
+        return files.read_frame(self.spark, location, _spark_schema(delta),
+                                tuple(delta.metadata().partition_columns), selected)
 
     def version(self, table: TableSpec) -> int:
         return self._delta(table).version()

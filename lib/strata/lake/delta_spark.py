@@ -23,13 +23,14 @@ def delta_connector_available(spark: SparkSession) -> bool:
 
 
 class DeltaSparkLake(Lake):
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None):
+    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None,
+                 s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
         if not delta_connector_available(spark):
             raise LakeError(
                 "lake.engine is delta-spark but the Delta connector (io.delta:delta-spark jars) is not on "
                 "the Spark classpath; pass it with spark-submit.sh (lake.delta_spark_packages or "
                 "lake.delta_spark_jars) or configure lake.engine: delta-rs")
-        super().__init__(spark, root, job, run_id, run_date)
+        super().__init__(spark, root, job, run_id, run_date, s3_endpoint, s3_region)
         from delta.tables import DeltaTable
 
         self._delta_table = DeltaTable

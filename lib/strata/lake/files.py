@@ -94,39 +94,67 @@ def _hive_escape(text: str) -> str:
 def write_task(location: Location, partition_by: tuple[str, ...], schema: pa.Schema):
     """A mapInArrow function: writes the task's rows as Parquet files under location, yields
     FILE_SCHEMA rows describing them."""
-    data_columns = [f.name for f in schema if f.name not in partition_by]
-    file_schema = pa.schema([schema.field(c) for c in data_columns])
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        fs, root = location.filesystem()
-        task_id = uuid.uuid4().hex
-        open_files: dict[tuple, _OpenFile] = {}
-        done: list[dict[str, Any]] = []
-        counter = 0
+        writer = PartitionedWriter(location, partition_by, schema)
         for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
-            for key, values, part in _split_by_partition(table, partition_by):
-                current = open_files.pop(key, None)  # re-inserted last: dicts keep LRU order
-                if current is not None and current.rows >= MAX_ROWS_PER_FILE:
-                    done.append(current.close())
-                    current = None
-                if current is None:
-                    if len(open_files) >= MAX_OPEN_WRITERS:
-                        oldest = next(iter(open_files))
-                        done.append(open_files.pop(oldest).close())
-                    counter += 1
-                    directory = partition_dir(partition_by, values)
-                    name = f"part-{counter:05d}-{task_id}.snappy.parquet"
-                    relative = f"{directory}/{name}" if directory else name
-                    current = _OpenFile(fs, f"{root}/{relative}", relative, values, file_schema)
-                open_files[key] = current
-                current.write(part.select(data_columns))
-        done.extend(f.close() for f in open_files.values())
-        yield pa.RecordBatch.from_pylist(done, schema=FILE_SCHEMA)
+            writer.write(pa.Table.from_batches([batch]))
+        yield pa.RecordBatch.from_pylist(writer.close(), schema=FILE_SCHEMA)
 
     return run
+
+
+class PartitionedWriter:
+    """Parquet files of one writer (a task, or one object of a task) under location, split by
+    partition values: at most MAX_OPEN_WRITERS open at once, files rolled at MAX_ROWS_PER_FILE."""
+
+    def __init__(self, location: Location, partition_by: tuple[str, ...], schema: pa.Schema):
+        self.fs, self.root = location.filesystem()
+        self.partition_by = partition_by
+        self.schema = schema
+        self.data_columns = [f.name for f in schema if f.name not in partition_by]
+        self.file_schema = pa.schema([schema.field(c) for c in self.data_columns])
+        self.writer_id = uuid.uuid4().hex
+        self.open_files: dict[tuple, _OpenFile] = {}
+        self.done: list[dict[str, Any]] = []
+        self.counter = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(f["num_records"] for f in self.done) + sum(f.rows for f in self.open_files.values())
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        table = table.select(self.schema.names).cast(self.schema)
+        for key, values, part in _split_by_partition(table, self.partition_by):
+            current = self.open_files.pop(key, None)  # re-inserted last: dicts keep LRU order
+            if current is not None and current.rows >= MAX_ROWS_PER_FILE:
+                self.done.append(current.close())
+                current = None
+            if current is None:
+                if len(self.open_files) >= MAX_OPEN_WRITERS:
+                    oldest = next(iter(self.open_files))
+                    self.done.append(self.open_files.pop(oldest).close())
+                self.counter += 1
+                directory = partition_dir(self.partition_by, values)
+                name = f"part-{self.counter:05d}-{self.writer_id}.snappy.parquet"
+                relative = f"{directory}/{name}" if directory else name
+                current = _OpenFile(self.fs, f"{self.root}/{relative}", relative, values, self.file_schema)
+            self.open_files[key] = current
+            current.write(part.select(self.data_columns))
+
+    def close(self) -> list[dict[str, Any]]:
+        """FILE_SCHEMA rows (as dicts) of every file written."""
+        self.done.extend(f.close() for f in self.open_files.values())
+        self.open_files = {}
+        return self.done
+
+    def discard(self) -> None:
+        """Delete every file written so far (nothing of them was committed)."""
+        for path in [*self.close()]:
+            self.fs.delete_file(f"{self.root}/{path['path']}")
+        self.done = []
 
 
 class _OpenFile:
@@ -249,6 +277,27 @@ def _stat_json(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     return value
+
+
+def read_frame(spark, location: Location, schema, partition_by: tuple[str, ...],
+               selected: list[dict[str, Any]]):
+    """A DataFrame (Spark schema) of these data files of a table at location; each file a dict
+    with path (relative to the table root) and partition_values ({column: Delta string})."""
+    if not selected:
+        return spark.createDataFrame([], schema)
+    if not location.is_s3:
+        # Spark's own vectorised reader; partition values come from the hive-style directories.
+        uri = location.uri.rstrip("/")
+        paths = [f"{uri}/{f['path']}" for f in selected]
+        return spark.read.schema(schema).option("basePath", uri).parquet(*paths).select(*schema.fieldNames())
+    # No s3a here: executors read the files with pyarrow.
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    listing = spark.createDataFrame([(f["path"], json.dumps(f["partition_values"])) for f in selected],
+                                    "path string, partition_values string")
+    parallelism = max(1, min(len(selected), spark.sparkContext.defaultParallelism * 2))
+    return listing.repartition(parallelism).mapInArrow(
+        read_task(location, to_arrow_schema(schema), partition_by), schema)
 
 
 def read_task(location: Location, schema: pa.Schema, partition_by: tuple[str, ...]):

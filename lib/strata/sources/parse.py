@@ -1,9 +1,16 @@
-"""Parsing raw objects on the executors, streamed: an object of any size needs one batch of memory.
+"""Parsing raw objects on the executors, streamed: an object of any size needs a few batches of memory.
 
-A mapInArrow task gets rows (key, etag, version) and yields, for each object, its records as
-strings (CSV and JSON lines as they came, Parquet values rendered as text) and then one status
-record for the object: ok with its row count, empty, or failed with the reason. Nothing is
-dropped: a malformed line is a record with `_corrupt_record` (its raw text) and `_error`.
+An object becomes Arrow record batches of its records: the source columns as strings (CSV and
+JSON lines as they came, Parquet values rendered as text), `_source_row` (the record's position
+in the object) and, for a malformed line, `_corrupt_record` (its raw text) and `_error`.
+
+CSV (plain or gzip) takes a fast path first: pyarrow's streaming reader, splitting on commas
+without quote handling. It is accepted only when the object has exactly the expected header,
+every line has the header's field count and no field holds a quote character, i.e. when
+splitting on commas is exactly what a CSV reader does. Anything else (quotes, malformed lines,
+bad bytes, a truncated stream) raises NeedsLineParser, and the caller parses the object again
+with the line parser: the reference, which keeps malformed lines with a reason and names what
+makes an object unreadable.
 """
 from __future__ import annotations
 
@@ -14,30 +21,30 @@ import json
 import zlib
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from botocore.exceptions import BotoCoreError, ClientError
 
 from strata.sources.s3 import S3Settings
 
 BATCH_ROWS = 8192
-RECORD_ROW = "row"
-OBJECT_OK, OBJECT_EMPTY, OBJECT_FAILED = "object_ok", "object_empty", "object_failed"
-METADATA_FIELDS = [
-    ("_source_key", pa.string()), ("_source_etag", pa.string()), ("_source_version", pa.int32()),
-    ("_source_row", pa.int64()), ("_corrupt_record", pa.string()), ("_error", pa.string()),
-    ("_record", pa.string()),
-]
+CSV_BLOCK_BYTES = 1 << 20  # the fast path reads (and holds) about this much CSV text at a time
+RECORD_FIELDS = [("_source_row", pa.int64()), ("_corrupt_record", pa.string()), ("_error", pa.string())]
 
 
 class UnreadableObject(Exception):
     """The object as a whole cannot be read: recorded with this reason, none of its rows kept."""
 
 
-def parsed_schema(columns: list[str]) -> pa.Schema:
-    return pa.schema([(c, pa.string()) for c in columns] + METADATA_FIELDS)
+class NeedsLineParser(Exception):
+    """The CSV fast path cannot vouch for this object: parse it with the line parser."""
+
+
+def record_schema(columns: list[str]) -> pa.Schema:
+    return pa.schema([(c, pa.string()) for c in columns] + RECORD_FIELDS)
 
 
 def object_format(key: str, configured: str) -> str:
@@ -51,48 +58,83 @@ def object_format(key: str, configured: str) -> str:
     raise UnreadableObject(f"unsupported object type (by extension): {key.rsplit('/', 1)[-1]}")
 
 
-def parse_task(settings: S3Settings, bucket: str, columns: list[str], configured_format: str):
-    """The mapInArrow function over (key, etag, version) rows."""
-    schema = parsed_schema(columns)
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        client = settings.client()
-        for batch in batches:
-            for key, etag, version in zip(*(batch.column(c).to_pylist() for c in ("key", "etag", "version"))):
-                yield from _parse_object(client, settings, bucket, key, etag, version, columns,
-                                         configured_format, schema)
-
-    return run
+def read_object(client, settings: S3Settings, bucket: str, key: str, etag: str, fmt: str,
+                columns: list[str], fast: bool = True) -> Iterator[pa.RecordBatch]:
+    """The object's records as record_schema batches. Raises UnreadableObject, botocore errors,
+    and (fast=True, CSV only) NeedsLineParser."""
+    if fmt == "parquet":
+        return _parquet_batches(settings, bucket, key, columns)
+    if fast and fmt.startswith("csv"):
+        return _csv_fast_batches(client, bucket, key, etag, fmt, columns)
+    return _batches(_text_records(client, bucket, key, etag, fmt, columns), columns)
 
 
-def _parse_object(client, settings, bucket, key, etag, version, columns, configured_format, schema):
-    """Rows of one object, then its status record. If the object fails midway, the rows already
-    yielded are disowned by the failed status (the job drops rows of failed objects)."""
-    builder = _BatchBuilder(schema, key, etag, version)
-    rows = 0
+def _get(client, bucket: str, key: str, etag: str):
+    # IfMatch: the bytes we read are the version we listed, or the read fails.
+    return client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+
+
+def _csv_fast_batches(client, bucket: str, key: str, etag: str, fmt: str,
+                      columns: list[str]) -> Iterator[pa.RecordBatch]:
+    body = _get(client, bucket, key, etag)
     try:
-        fmt = object_format(key, configured_format)
-        records = (_parquet_records(settings, bucket, key, etag, columns) if fmt == "parquet"
-                   else _text_records(client, bucket, key, etag, fmt, columns))
-        for values, corrupt, error in records:
-            rows += 1
-            builder.add(values, rows, corrupt, error)
-            if builder.full:
-                yield builder.flush()
-        status, reason = (OBJECT_OK, None) if rows else (OBJECT_EMPTY, "empty object: no records")
-    except UnreadableObject as exc:
-        status, reason = OBJECT_FAILED, str(exc)
-    except (ClientError, BotoCoreError) as exc:
-        status, reason = OBJECT_FAILED, f"S3 read failed: {exc}"
-    if builder.rows:
-        yield builder.flush()
-    yield builder.status(status, rows, reason)
+        text = _QuoteWatch(gzip.GzipFile(fileobj=body) if fmt.endswith(".gz") else body)
+        reader = pacsv.open_csv(
+            pa.PythonFile(text, mode="r"),
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+            # A line with the wrong field count raises (no invalid_row_handler): line parser.
+            parse_options=pacsv.ParseOptions(quote_char=False),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                 strings_can_be_null=True, null_values=[""]))
+        if sorted(reader.schema.names) != sorted(columns):
+            raise NeedsLineParser("header is not exactly the dataset's columns")
+        schema = record_schema(columns)
+        first = 1
+        for batch in reader:
+            if text.saw_quote:  # checked before any row of a block read with a quote is used
+                raise NeedsLineParser("quote characters")
+            if batch.num_rows == 0:
+                continue
+            rows = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+            first += batch.num_rows
+            nulls = pa.nulls(batch.num_rows, pa.string())
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in columns), rows, nulls, nulls], schema=schema)
+        if text.saw_quote:
+            raise NeedsLineParser("quote characters")
+    except NeedsLineParser:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the line parser decides and names it
+        raise NeedsLineParser(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        body.close()
+
+
+class _QuoteWatch(io.RawIOBase):
+    """A readable stream that notes whether any byte read was a quote character (memchr speed)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw = raw
+        self.saw_quote = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if b'"' in data:
+            self.saw_quote = True
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _text_records(client, bucket: str, key: str, etag: str, fmt: str,
                   columns: list[str]) -> Iterator[tuple[dict | None, str | None, str | None]]:
-    # IfMatch: the bytes we read are the version we listed, or the read fails.
-    body = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+    body = _get(client, bucket, key, etag)
     raw: Any = gzip.GzipFile(fileobj=body) if fmt.endswith(".gz") else body
     text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
     try:
@@ -164,7 +206,26 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
-def _parquet_records(settings: S3Settings, bucket: str, key: str, etag: str, columns: list[str]):
+def _batches(records, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """(values, corrupt, error) records, numbered from 1, as record_schema batches."""
+    schema = record_schema(columns)
+    buffer: dict[str, list] = {f.name: [] for f in schema}
+    row = 0
+    for values, corrupt, error in records:
+        row += 1
+        for name in columns:
+            buffer[name].append(values.get(name) if values else None)
+        buffer["_source_row"].append(row)
+        buffer["_corrupt_record"].append(corrupt)
+        buffer["_error"].append(error)
+        if len(buffer["_source_row"]) >= BATCH_ROWS:
+            yield pa.RecordBatch.from_pydict(buffer, schema=schema)
+            buffer = {f.name: [] for f in schema}
+    if buffer["_source_row"]:
+        yield pa.RecordBatch.from_pydict(buffer, schema=schema)
+
+
+def _parquet_batches(settings: S3Settings, bucket: str, key: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Parquet needs random access: ranged reads through pyarrow's S3 filesystem, batch by batch."""
     fs_args: dict[str, Any] = {"region": settings.region}
     if settings.endpoint_url:
@@ -179,11 +240,15 @@ def _parquet_records(settings: S3Settings, bucket: str, key: str, etag: str, col
     unexpected = [c for c in names if c not in columns]
     if missing or unexpected:
         raise UnreadableObject(f"wrong columns: missing {missing}, unexpected {unexpected}")
+    schema = record_schema(columns)
+    first = 1
     try:
         for chunk in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            texts = {c: _arrow_text(chunk.column(c)).to_pylist() for c in columns}
-            for i in range(chunk.num_rows):
-                yield {c: texts[c][i] for c in columns}, None, None
+            rows = pa.array(np.arange(first, first + chunk.num_rows, dtype=np.int64))
+            first += chunk.num_rows
+            nulls = pa.nulls(chunk.num_rows, pa.string())
+            yield pa.RecordBatch.from_arrays([*(_arrow_text(chunk.column(c)) for c in columns), rows, nulls, nulls],
+                                             schema=schema)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UnreadableObject(f"corrupt Parquet data: {str(exc).splitlines()[0]}") from None
 
@@ -198,41 +263,3 @@ def _arrow_text(array: pa.Array) -> pa.Array:
     if pa.types.is_boolean(array.type):
         return pc.if_else(array, "true", "false")
     return array.cast(pa.string())
-
-
-class _BatchBuilder:
-    def __init__(self, schema: pa.Schema, key: str, etag: str, version: int):
-        self.schema = schema
-        self.source_columns = [f.name for f in schema if not f.name.startswith("_")]
-        self.meta = (key, etag, version)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.columns: dict[str, list] = {f.name: [] for f in self.schema}
-        self.rows = 0
-
-    @property
-    def full(self) -> bool:
-        return self.rows >= BATCH_ROWS
-
-    def add(self, values: dict | None, row: int, corrupt: str | None, error: str | None,
-            record: str = RECORD_ROW) -> None:
-        for name in self.source_columns:
-            self.columns[name].append(values.get(name) if values else None)
-        for name, value in zip(("_source_key", "_source_etag", "_source_version"), self.meta):
-            self.columns[name].append(value)
-        self.columns["_source_row"].append(row)
-        self.columns["_corrupt_record"].append(corrupt)
-        self.columns["_error"].append(error)
-        self.columns["_record"].append(record)
-        self.rows += 1
-
-    def flush(self) -> pa.RecordBatch:
-        batch = pa.RecordBatch.from_pydict(self.columns, schema=self.schema)
-        self._reset()
-        return batch
-
-    def status(self, record: str, rows: int, reason: str | None) -> pa.RecordBatch:
-        """The object's status record: _source_row holds its record count."""
-        self.add(None, rows, None, reason, record)
-        return self.flush()
