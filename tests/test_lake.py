@@ -13,12 +13,13 @@ import time
 import uuid
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
-from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from strata.lake import ConflictError, LakeError, SchemaMismatchError, TableSpec
+from strata.lake import ConflictError, Lake, LakeError, SchemaMismatchError, StagedFiles, TableSpec, files
 from strata.lake.delta_rs import DeltaRsLake
 
 SCHEMA = "id long, event_date date, amount double, label string"
@@ -291,3 +292,53 @@ def test_string_partition_values_with_special_characters(spark, lake):
     lake.upsert(table, rows(spark, [(1, D1, 5.0, "a b:c/d")]), keys=["id", "label"])
     assert [r.amount for r in lake.read(table).where("id = 1").collect()] == [5.0]
     assert independent_read(spark, lake, table).count() == 3
+
+
+class CopyingStagedLake(DeltaRsLake):
+    """The generic staged path (a staging folder, commit = append a copy), as engines without an
+    in-place commit (delta-spark) take it, here over the delta-rs engine's append."""
+    staging_location = Lake.staging_location
+    commit_staged = Lake.commit_staged
+
+
+def stage(spark, lake, table, data) -> StagedFiles:
+    """What executors do: write the rows as Parquet files where the lake stages them."""
+    frame = rows(spark, data)
+    writer = files.PartitionedWriter(lake.staging_location(table), table.partition_by, to_arrow_schema(frame.schema))
+    writer.write(pa.Table.from_pandas(frame.toPandas(), preserve_index=False))
+    return StagedFiles(table, frame.schema, tuple(writer.close()))
+
+
+def staged_paths_exist(lake, staged) -> list[bool]:
+    fs, root = lake.staging_location(staged.table).filesystem()
+    return [fs.get_file_info(f"{root}/{f['path']}").type != pafs.FileType.NotFound for f in staged.files]
+
+
+@pytest.mark.parametrize("engine", [DeltaRsLake, CopyingStagedLake], ids=["in-place", "copy"])
+def test_staged_files_are_invisible_until_committed_in_one_commit(spark, lake_root, engine):
+    root, endpoint = lake_root
+    lake = engine(spark, root, job="test_lake", run_id=uuid.uuid4().hex, s3_endpoint=endpoint)
+    lake.append(TRIPS, rows(spark, BASE[:1]))
+    staged = stage(spark, lake, TRIPS, BASE[1:])
+    assert len(staged.files) == 3 and staged.rows == 3  # one file per partition
+    assert_same(lake.read_staged(staged), rows(spark, BASE[1:]))
+    assert lake.row_count(TRIPS) == 1 and lake.version(TRIPS) == 0  # not in the table yet
+
+    commit = lake.commit_staged(staged)
+    assert (commit.version, commit.rows_added) == (1, 3)
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, BASE))
+    assert lake.history(TRIPS, 1)[0]["job"] == "test_lake"
+
+
+def test_discarded_staged_files_are_deleted_and_a_mismatched_stage_is_refused(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE[:1]))
+    staged = stage(spark, lake, TRIPS, BASE[1:])
+    assert all(staged_paths_exist(lake, staged))
+    lake.discard_staged(staged)
+    assert not any(staged_paths_exist(lake, staged))
+
+    other = TableSpec("silver", "trips", partition_by=("label",))  # the table is by event_date
+    mismatched = stage(spark, lake, other, BASE[1:])
+    with pytest.raises(SchemaMismatchError, match="partitioned by"):
+        lake.commit_staged(mismatched)
+    assert lake.version(TRIPS) == 0

@@ -120,11 +120,10 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             known: dict[str, set[str]], ingested_at: dt.datetime, counts: dict) -> None:
     lake = ctx.lake
     staged, statuses = stage_objects(ctx, dataset, settings, new, known, ingested_at)
-    committed = False
+    ok = [s for s in statuses if s.status == OBJECT_OK]
+    failed = [s for s in statuses if s.status == OBJECT_FAILED]
+    empty = [s for s in statuses if s.status == OBJECT_EMPTY]
     try:
-        ok = [s for s in statuses if s.status == OBJECT_OK]
-        failed = [s for s in statuses if s.status == OBJECT_FAILED]
-        empty = [s for s in statuses if s.status == OBJECT_EMPTY]
         if len(failed) > dataset.max_bad_objects:
             examples = "; ".join(f"{s.key}: {s.reason}" for s in failed[:3])
             raise TooManyBadObjects(f"{len(failed)} unreadable objects (max_bad_objects={dataset.max_bad_objects}); "
@@ -139,16 +138,17 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             # The gate reads the staged files back: it validates exactly what will be committed.
             run_gate(lake, lake.read_staged(staged), "bronze", dataset.name, staged.table, ctx.run_id, ctx.job,
                      ctx.config.quality.data_docs_dir)
-            lake.commit_staged(staged)
-        committed = True
-        if failed or empty:
-            # After the data commit: a crash in between only means these are retried next run.
-            lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
-                [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at)
-                 for s in failed + empty],
-                "dataset string, key string, etag string, status string, reason string, "
-                "rows_before_failure long, run_id string, recorded_at timestamp"))
-    finally:
-        if not committed:
-            lake.discard_staged(staged)  # a crash instead leaves them to vacuum, as orphans
+    except BaseException:
+        lake.discard_staged(staged)  # nothing was committed (a crash leaves them to vacuum, as orphans)
+        raise
+    # Never discarded from here on: a commit that raised may still have landed.
+    if staged.files:
+        lake.commit_staged(staged)
+    if failed or empty:
+        # After the data commit: a crash in between only means these are retried next run.
+        lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
+            [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at)
+             for s in failed + empty],
+            "dataset string, key string, etag string, status string, reason string, "
+            "rows_before_failure long, run_id string, recorded_at timestamp"))
 
