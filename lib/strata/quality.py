@@ -655,19 +655,23 @@ def _unique(name: str, seen: dict[str, int]) -> str:
 def split_rows(df: DataFrame, suite: ExpectationSuite) -> tuple[DataFrame, DataFrame]:
     """(good, quarantined): rows failing any row rule of severity error go to quarantined, with
     every original column plus _failed_rules (array<string>: the names of the error rules the
-    row failed, in suite order). warn rules quarantine nothing. Lazy, no Spark job: one
-    projection of column expressions that both frames filter; cache df (or the results) when
-    both are used."""
+    row failed, in suite order). warn rules quarantine nothing. Lazy, no Spark job; cache df
+    when both are used.
+
+    The good side is a plain conjunction of the predicates (code-generated, as cheap as any
+    filter); the rule-name array, an interpreted higher-order function, is built only for the
+    few rows that fail (bench/gates.py, 5M rows: counting the good side took 4.8 s with the
+    array on every row, 1.1 s as a conjunction)."""
     if QUARANTINE_COLUMN in df.columns:
         raise ValueError(f"the frame already has a {QUARANTINE_COLUMN} column")
     rules = [rule for rule in row_rules(suite) if rule.severity == "error"]
+    every_rule_passes = F.lit(True)
+    for rule in rules:
+        every_rule_passes = every_rule_passes & rule.passes  # never null: ~ is the exact complement
     failed = F.array(*[F.when(~rule.passes, F.lit(rule.name)) for rule in rules])
     failed = F.filter(failed, lambda name: name.isNotNull()).cast(T.ArrayType(T.StringType()))
-    if not rules:
-        failed = F.array().cast(T.ArrayType(T.StringType()))
-    tagged = df.withColumn(QUARANTINE_COLUMN, failed)
-    good = tagged.filter(F.size(QUARANTINE_COLUMN) == 0).drop(QUARANTINE_COLUMN)
-    quarantined = tagged.filter(F.size(QUARANTINE_COLUMN) > 0)
+    good = df.filter(every_rule_passes)
+    quarantined = df.filter(~every_rule_passes).withColumn(QUARANTINE_COLUMN, failed)
     return good, quarantined
 
 
