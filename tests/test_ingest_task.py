@@ -115,3 +115,15 @@ def test_small_objects_share_the_tasks_files(s3_endpoint, s3_bucket, s3, tmp_pat
     files = [r for r in results if r["kind"] == "file"]
     assert len(files) == 1 and files[0]["num_records"] == 10
     assert files[0]["path"].startswith("_ingest_date=2024-01-05/")
+
+
+def test_failed_object_reports_the_records_read_before_the_failure(s3_endpoint, s3_bucket, s3, tmp_path):
+    body = ("\n".join([HEADER, *(trip_line(i) for i in range(3000))]) + "\n").encode()
+    compressed = gzip.compress(body)
+    key = "trips/small-truncated.csv.gz"
+    etag = put(s3, s3_bucket, key, compressed[: len(compressed) // 2])
+    results = run_task(s3_endpoint, s3_bucket, Location(str(tmp_path / "staged")), [(key, etag)],
+                       buffer_bytes=64 << 20)
+    assert [r["kind"] for r in results] == ["object"]
+    assert results[0]["status"] == OBJECT_FAILED and 0 < results[0]["records"] < 3000
+    assert not list((tmp_path / "staged").rglob("*.parquet"))

@@ -211,16 +211,21 @@ def _batches(records, columns: list[str]) -> Iterator[pa.RecordBatch]:
     schema = record_schema(columns)
     buffer: dict[str, list] = {f.name: [] for f in schema}
     row = 0
-    for values, corrupt, error in records:
-        row += 1
-        for name in columns:
-            buffer[name].append(values.get(name) if values else None)
-        buffer["_source_row"].append(row)
-        buffer["_corrupt_record"].append(corrupt)
-        buffer["_error"].append(error)
-        if len(buffer["_source_row"]) >= BATCH_ROWS:
+    try:
+        for values, corrupt, error in records:
+            row += 1
+            for name in columns:
+                buffer[name].append(values.get(name) if values else None)
+            buffer["_source_row"].append(row)
+            buffer["_corrupt_record"].append(corrupt)
+            buffer["_error"].append(error)
+            if len(buffer["_source_row"]) >= BATCH_ROWS:
+                yield pa.RecordBatch.from_pydict(buffer, schema=schema)
+                buffer = {f.name: [] for f in schema}
+    except UnreadableObject:
+        if buffer["_source_row"]:  # the caller discards them, but counts them as read before the failure
             yield pa.RecordBatch.from_pydict(buffer, schema=schema)
-            buffer = {f.name: [] for f in schema}
+        raise
     if buffer["_source_row"]:
         yield pa.RecordBatch.from_pydict(buffer, schema=schema)
 
