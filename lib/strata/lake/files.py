@@ -119,10 +119,6 @@ class PartitionedWriter:
         self.done: list[dict[str, Any]] = []
         self.counter = 0
 
-    @property
-    def rows(self) -> int:
-        return sum(f["num_records"] for f in self.done) + sum(f.rows for f in self.open_files.values())
-
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
@@ -152,8 +148,8 @@ class PartitionedWriter:
 
     def discard(self) -> None:
         """Delete every file written so far (nothing of them was committed)."""
-        for path in [*self.close()]:
-            self.fs.delete_file(f"{self.root}/{path['path']}")
+        for written in self.close():
+            self.fs.delete_file(f"{self.root}/{written['path']}")
         self.done = []
 
 
