@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 
@@ -17,7 +20,33 @@ def add_spark_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--shuffle-partitions", type=int, default=4,
                         help="spark.sql.shuffle.partitions (default: 4)")
     parser.add_argument("--driver-memory", default="4g", help="spark.driver.memory (default: 4g)")
+    parser.add_argument("--workdir", default=None,
+                        help="where the lakes and files go (default: a temp dir, deleted afterwards)")
     return parser
+
+
+@contextmanager
+def bench_workdir(path: str | None) -> Iterator[Path]:
+    """The --workdir folder (kept), or a temp folder deleted afterwards."""
+    own = path is None
+    workdir = Path(tempfile.mkdtemp(prefix="strata-bench-") if own else path).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield workdir
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finish(figures: dict[str, Any], problems: list[str], what: str) -> int:
+    """Report wrong results (stderr and stdout), then the JSON line; the exit status."""
+    if problems:
+        print(f"ERROR: {what}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print(f"ERROR: {what}: " + "; ".join(problems), flush=True)
+    emit_json(figures)
+    return 1 if problems else 0
 
 
 def build_spark(app_name: str, master: str = "local[2]", shuffle_partitions: int = 4,

@@ -43,7 +43,6 @@ import datetime as dt
 import json
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -52,11 +51,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.gates
-    from common import (add_spark_args, build_spark, cpu_seconds_between, emit_json, print_table,
+    from common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
                         process_tree_cpu_seconds, timed)
 except ImportError:  # pragma: no cover
-    from bench.common import (add_spark_args, build_spark, cpu_seconds_between, emit_json,
-                              print_table, process_tree_cpu_seconds, timed)
+    from bench.common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
+                              process_tree_cpu_seconds, timed)
 
 TARGET_OVERHEAD_PCT = 30
 RUN_DATE = dt.date(2024, 2, 1)
@@ -91,8 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-probes", action="store_true", help="skip the validation probes")
     parser.add_argument("--no-what-if", action="store_true",
                         help="skip the extra gates-on run with the suite minus its uniqueness check")
-    parser.add_argument("--workdir", default=None,
-                        help="where the lakes go (default: a temp dir, deleted afterwards)")
     add_spark_args(parser)
     args = parser.parse_args(argv)
     if args.rows < 2000:
@@ -592,24 +589,14 @@ def probes(spark, lake, dataset, no_unique_dir: Path) -> tuple[list[tuple], dict
 # ---- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    own_workdir = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="strata-bench-") if own_workdir else args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     spark = build_spark("bench.gates", args.master, args.shuffle_partitions, args.driver_memory,
                         conf={"spark.sql.execution.arrow.pyspark.enabled": "true"})  # as conf/base.yaml
     try:
-        figures, problems = run(spark, args, workdir)
+        with bench_workdir(args.workdir) as workdir:
+            figures, problems = run(spark, args, workdir)
     finally:
         spark.stop()
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if problems:
-        print("ERROR: wrong counts:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        print("ERROR: wrong counts: " + "; ".join(problems), flush=True)
-    emit_json(figures)
-    return 1 if problems else 0
+    return finish(figures, problems, "wrong counts")
 
 
 def run(spark, args, workdir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -701,9 +688,9 @@ def run(spark, args, workdir: Path) -> tuple[dict[str, Any], list[str]]:
     rows_table.append(("total", best_on.seconds, run_jobs_on, best_off.seconds, run_jobs_off,
                        best_on.seconds - best_off.seconds))
     print_table(["phase", "on s", "on jobs", "off s", "off jobs", "on - off s"], rows_table,
-                title=f"breakdown of the best runs (wrapped functions; top-level phases are consecutive, "
-                      f"indented ones detail the phase above; 'jobs' of read/type/de-dup include the "
-                      f"upserted.count in the tail)")
+                title="breakdown of the best runs (wrapped functions; top-level phases are consecutive, "
+                      "indented ones detail the phase above; 'jobs' of read/type/de-dup include the "
+                      "upserted.count in the tail)")
 
     storage_rows = []
     for run_ in (best_on, best_off):

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -36,11 +34,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.ingest
-    from common import (add_spark_args, build_spark, cpu_seconds_between, emit_json, print_table,
+    from common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
                         process_tree_cpu_seconds, timed)
 except ImportError:  # pragma: no cover
-    from bench.common import (add_spark_args, build_spark, cpu_seconds_between, emit_json,
-                              print_table, process_tree_cpu_seconds, timed)
+    from bench.common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
+                              process_tree_cpu_seconds, timed)
 
 TARGET_RATIO = 0.7
 TARGET_RERUN_PCT = 10
@@ -57,8 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows-per-object", type=int, default=5000, help="rows per object (default: 5,000)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each side; the best counts (default: 1)")
-    parser.add_argument("--workdir", default=None,
-                        help="where the lakes and files go (default: a temp dir, deleted afterwards)")
     add_spark_args(parser)
     args = parser.parse_args(argv)
     if args.objects < 1 or args.rows_per_object < 1:
@@ -327,27 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     # Before Spark starts, so its Python workers inherit the placeholder credentials.
     from strata.local_s3 import LocalS3, use_local_credentials
     use_local_credentials()
-    own_workdir = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="strata-bench-") if own_workdir else args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     server = LocalS3().start()
     spark = None
     try:
         spark = build_spark("bench.ingest", args.master, args.shuffle_partitions, args.driver_memory)
-        figures, problems = run(spark, args, workdir, server.endpoint_url)
+        with bench_workdir(args.workdir) as workdir:
+            figures, problems = run(spark, args, workdir, server.endpoint_url)
     finally:
         if spark is not None:
             spark.stop()
         server.stop()
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if problems:
-        print("ERROR: wrong row counts:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        print("ERROR: wrong row counts: " + "; ".join(problems), flush=True)
-    emit_json(figures)
-    return 1 if problems else 0
+    return finish(figures, problems, "wrong row counts")
 
 
 def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list[str]]:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.lake_write
-    from common import add_spark_args, build_spark, emit_json, print_table, timed
+    from common import add_spark_args, bench_workdir, build_spark, finish, print_table, timed
 except ImportError:  # pragma: no cover
-    from bench.common import add_spark_args, build_spark, emit_json, print_table, timed
+    from bench.common import add_spark_args, bench_workdir, build_spark, finish, print_table, timed
 
 TARGET_RATIO = 0.8
 START_DATE = dt.date(2024, 1, 1)
@@ -41,8 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=30,
                         help="distinct event_date values = table partitions (default: 30)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each write; the best counts (default: 2)")
-    parser.add_argument("--workdir", default=None,
-                        help="where tables are written (default: a temp dir, deleted afterwards)")
     add_spark_args(parser)
     args = parser.parse_args(argv)
     if args.rows < 1000:
@@ -162,23 +158,13 @@ def check_upsert(lake, table, result, changes, rows: int, n_updates: int, n_new:
 # ---- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    own_workdir = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="strata-bench-") if own_workdir else args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     spark = build_spark("bench.lake_write", args.master, args.shuffle_partitions, args.driver_memory)
     try:
-        figures, problems = run(spark, args, workdir)
+        with bench_workdir(args.workdir) as workdir:
+            figures, problems = run(spark, args, workdir)
     finally:
         spark.stop()
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if problems:
-        print("ERROR: upsert result is wrong:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        print("ERROR: upsert result is wrong: " + "; ".join(problems), flush=True)
-    emit_json(figures)
-    return 1 if problems else 0
+    return finish(figures, problems, "upsert result is wrong")
 
 
 def run(spark, args, workdir: Path) -> tuple[dict, list[str]]:
