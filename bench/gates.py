@@ -294,7 +294,7 @@ class Recorder:
         return sum(self.jobs(i) for n in names for i in self.find(n))
 
 
-SILVER_FUNCTIONS = ("run_gate", "split_rows")     # names strata.jobs.silver imported
+GATE_FUNCTIONS = ("run_gate", "split_rows")       # in strata.quality, called by gate_and_split
 QUALITY_FUNCTIONS = ("validate", "_build_docs")    # in strata.quality (run_gate calls them)
 LAKE_METHODS = ("upsert", "overwrite_partitions", "append", "_write_files", "_commit", "_create")
 STORAGE_AFTER = ("validate", "upsert")             # the cache state is recorded after these
@@ -302,16 +302,14 @@ STORAGE_AFTER = ("validate", "upsert")             # the cache state is recorded
 
 @contextmanager
 def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
-    """Wrap the silver module's and the quality module's functions and this run's lake and
-    context methods; everything is restored afterwards."""
+    """Wrap the quality module's functions and this run's lake and context methods; everything
+    is restored afterwards."""
     from strata import quality
-    from strata.jobs import silver
-    saved = [(module, name, getattr(module, name))
-             for module, names in ((silver, SILVER_FUNCTIONS), (quality, QUALITY_FUNCTIONS))
-             for name in names if hasattr(module, name)]
-    for module, name, fn in saved:
-        setattr(module, name, recorder.wrap(("quality." if module is quality else "") + name, fn,
-                                            storage_after=name in STORAGE_AFTER))
+    saved = [(name, getattr(quality, name)) for name in GATE_FUNCTIONS + QUALITY_FUNCTIONS
+             if hasattr(quality, name)]
+    for name, fn in saved:
+        setattr(quality, name, recorder.wrap(name if name in GATE_FUNCTIONS else f"quality.{name}", fn,
+                                             storage_after=name in STORAGE_AFTER))
     lake = ctx.lake  # created now, so its methods can be wrapped on the instance
     for name in LAKE_METHODS:
         setattr(lake, name, recorder.wrap(f"lake.{name}", getattr(lake, name), by_table=True,
@@ -320,8 +318,8 @@ def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
     try:
         yield recorder
     finally:
-        for module, name, fn in saved:
-            setattr(module, name, fn)
+        for name, fn in saved:
+            setattr(quality, name, fn)
         for name in LAKE_METHODS:
             lake.__dict__.pop(name, None)
         ctx.__dict__.pop("record_table", None)

@@ -205,6 +205,21 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
     assert "skipped" in stages["sensors.silver"] and "skipped" in stages["sensors.gold"]
     assert all(versions[name] == table["version"] for name, table in again.tables.items())
 
+    # an ingest run on its own changed bronze since: the pipeline's ingest finds nothing new, but
+    # silver and gold are no longer up to date and refine the run date again, new row included
+    client.put_object(Bucket=s3_bucket, Key="sensors/2024/01/05/readings-3.jsonl", Body=(
+        json.dumps({"device_id": "dev-5", "reading_at": "2024-01-05T13:00:00", "site": "north",
+                    "temperature_c": 21.0, "humidity_pct": 40, "battery_v": 3.6}) + "\n").encode())
+    alone = job_context(spark, "ingest", "sensors", RUN_DATE, environ, root / "conf")
+    assert ingest.run(alone)["rows_written"] == 1
+    later = job_context(spark, "pipeline", None, RUN_DATE, environ, root / "conf")
+    later.args.dataset = ["sensors"]
+    stages = pipeline.run(later)["stages"]
+    assert stages["sensors.ingest"]["objects_new"] == 0
+    assert "skipped" not in stages["sensors.silver"] and "features" in stages["sensors.gold"]
+    silver_rows = later.lake.read(silver.silver_table(later.config.dataset("sensors")))
+    assert silver_rows.where("device_id = 'dev-5'").count() == 1
+
 
 @pytest.mark.slow
 def test_pipeline_through_spark_submit_exit_codes(tmp_path, demo, environ):

@@ -45,6 +45,7 @@ from great_expectations.expectations.expectation_configuration import Expectatio
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql import types as T
 
+from strata.config import QualityConfig
 from strata.errors import QualityGateBlocked
 from strata.lake.base import Lake, TableSpec
 
@@ -740,3 +741,13 @@ def run_gate(lake: Lake, df: DataFrame, layer: str, table: str, target: TableSpe
                 failed["warn"], QUALITY_RESULTS.qualified_name, result.docs_path or "not built")
     enforce(result)
     return result
+
+
+def gate_and_split(lake: Lake, df: DataFrame, layer: str, table: str, target: TableSpec, run_id: str,
+                   job: str, quality: QualityConfig) -> tuple[DataFrame, DataFrame]:
+    """A layer's gate: run_gate, then split_rows by the same suite -> (good, quarantined).
+    With quality.gates off, every row is good and nothing is validated."""
+    if not quality.gates:
+        return df, df.limit(0).withColumn(QUARANTINE_COLUMN, F.array().cast(T.ArrayType(T.StringType())))
+    run_gate(lake, df, layer, table, target, run_id, job, quality.data_docs_dir)
+    return split_rows(df, load_suite(layer, table))

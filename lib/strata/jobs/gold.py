@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, functions as F
 from strata.config import DatasetConfig
 from strata.jobs.silver import quarantine_table, silver_table
 from strata.lake import TableSpec
-from strata.quality import QUALITY_RESULTS, load_suite, run_gate, split_rows
+from strata.quality import QUALITY_RESULTS, QUARANTINE_COLUMN, gate_and_split
 from strata.runner import JobContext
 from strata.transforms import gold as T
 from strata.transforms.silver import quarantine_rows
@@ -40,22 +40,22 @@ def publish(ctx: JobContext, frame: DataFrame, target: TableSpec, partitions: li
     frame = frame.persist()
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        run_gate(ctx.lake, frame, target.layer, target.name, target, ctx.run_id, ctx.job,
-                 ctx.config.quality.data_docs_dir)
-        good, rejected = split_rows(frame, load_suite(target.layer, target.name))
+        good, rejected = gate_and_split(ctx.lake, frame, target.layer, target.name, target, ctx.run_id, ctx.job,
+                                        ctx.config.quality)
         commit = ctx.lake.overwrite_partitions(target, good, partitions=partitions)
         quarantine = quarantine_table(target.name)
         rejected_rows = rejected.withColumn("_source_key", F.lit(None).cast("string")).withColumn(
             "_source_row", F.lit(None).cast("long"))
         record = F.to_json(F.struct(*[F.col(c) for c in frame.columns]))
         quarantined = ctx.lake.overwrite_partitions(
-            quarantine, quarantine_rows(rejected_rows, record, F.col("_failed_rules"), target.qualified_name,
+            quarantine, quarantine_rows(rejected_rows, record, F.col(QUARANTINE_COLUMN), target.qualified_name,
                                         ctx.run_id, ctx.run_date, now),
             partitions=[{"quarantined_on": ctx.run_date}])
     finally:
         frame.unpersist()
     for table in (target, quarantine, QUALITY_RESULTS):
-        ctx.record_table(table)
+        if ctx.lake.exists(table):
+            ctx.record_table(table)
     return {"rows": commit.rows_added, "quarantined": quarantined.rows_added}
 
 

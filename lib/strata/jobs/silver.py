@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, functions as F
 from strata.config import DatasetConfig
 from strata.jobs.ingest import bronze_table
 from strata.lake import TableSpec
-from strata.quality import QUALITY_RESULTS, load_suite, run_gate, split_rows
+from strata.quality import QUALITY_RESULTS, QUARANTINE_COLUMN, gate_and_split
 from strata.runner import JobContext
 from strata.transforms import silver as T
 
@@ -52,12 +52,9 @@ def run(ctx: JobContext) -> dict:
     try:
         counts = {"dataset": dataset.name, "bronze_rows_read": bronze.count(),
                   "duplicates_dropped": typed.where(F.col(T.DUP_RANK) > 1).count()}
-        good, failed_rules = candidate, candidate.limit(0).withColumn("_failed_rules", F.array().cast("array<string>"))
-        if ctx.config.quality.gates:
-            # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
-            run_gate(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
-                     ctx.config.quality.data_docs_dir)
-            good, failed_rules = split_rows(candidate, load_suite("silver", dataset.name))
+        # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
+        good, failed_rules = gate_and_split(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
+                                            ctx.config.quality)
         upserted = good.drop(T.RAW)
 
         def to_quarantine(df: DataFrame, record, reasons) -> DataFrame:
@@ -67,7 +64,7 @@ def run(ctx: JobContext) -> dict:
             to_quarantine(bronze.transform(T.corrupt_records), F.col("_corrupt_record"),
                           F.array(F.concat(F.lit("corrupt record: "), F.col("_error"))))
             .unionByName(to_quarantine(latest.where(F.size(T.CAST_ERRORS) > 0), F.to_json(T.RAW), F.col(T.CAST_ERRORS)))
-            .unionByName(to_quarantine(failed_rules, F.to_json(T.RAW), F.col("_failed_rules"))))
+            .unionByName(to_quarantine(failed_rules, F.to_json(T.RAW), F.col(QUARANTINE_COLUMN))))
 
         commit = lake.upsert(target, upserted, keys=dataset.keys)
         written = lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
@@ -80,6 +77,7 @@ def run(ctx: JobContext) -> dict:
     if not counts["reconciled"]:
         raise RuntimeError(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but "
                            f"{reconciled} accounted for (upserted + duplicates + quarantined)")
-    for table in (target, quarantine, *([QUALITY_RESULTS] if ctx.config.quality.gates else [])):
-        ctx.record_table(table)
+    for table in (target, quarantine, QUALITY_RESULTS):
+        if lake.exists(table):
+            ctx.record_table(table)
     return counts
