@@ -74,7 +74,7 @@ def run_task(s3_endpoint, s3_bucket, location: Location, objects: list[tuple[str
         ("_source_row", pa.int64()), ("_corrupt_record", pa.string()), ("_error", pa.string()),
         ("_ingested_at", pa.timestamp("us", "UTC")), ("_run_id", pa.string()), ("_ingest_date", pa.date32())])
     spec = IngestSpec(S3Settings(s3_endpoint, "us-east-1"), s3_bucket, tuple(COLUMNS), "auto", location, schema,
-                      dt.datetime(2024, 1, 5, tzinfo=dt.timezone.utc), "run-1", dt.date(2024, 1, 5),
+                      ("_ingest_date",), dt.datetime(2024, 1, 5, tzinfo=dt.timezone.utc), "run-1", dt.date(2024, 1, 5),
                       buffer_bytes=buffer_bytes)
     listing = pa.record_batch({"key": [k for k, _ in objects], "etag": [e for _, e in objects],
                                "version": pa.array([1] * len(objects), pa.int32())})

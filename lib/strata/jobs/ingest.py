@@ -19,14 +19,14 @@ from collections import defaultdict
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata.config import DatasetConfig
 from strata.lake import Lake, StagedFiles, TableSpec
 from strata.lake.files import FILE_SCHEMA
 from strata.quality import QUALITY_RESULTS, run_gate
 from strata.runner import JobContext
-from strata.sources.ingest_task import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RESULT_SCHEMA_DDL,
+from strata.sources.ingest_task import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RESULT_SCHEMA,
                                         IngestSpec, ingest_task)
 from strata.sources.s3 import RawObject, S3Settings, list_objects
 
@@ -81,14 +81,14 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
     spark, bronze = ctx.spark, bronze_table(dataset)
     schema = bronze_schema(dataset)
     spec = IngestSpec(settings, dataset.source.bucket, tuple(dataset.schema), dataset.source.format,
-                      ctx.lake.staging_location(bronze), to_arrow_schema(schema), ingested_at, ctx.run_id,
-                      ctx.run_date)
+                      ctx.lake.staging_location(bronze), to_arrow_schema(schema), bronze.partition_by,
+                      ingested_at, ctx.run_id, ctx.run_date)
     listing = [(o.key, o.etag, len(known.get(o.key, ())) + 1) for o in objects]
     slices = max(1, min(len(objects), -(-len(objects) // OBJECTS_PER_TASK),
                         spark.sparkContext.defaultParallelism * 8))
     results = (spark.createDataFrame(listing, "key string, etag string, version int")
                .repartition(slices)
-               .mapInArrow(ingest_task(spec), RESULT_SCHEMA_DDL)
+               .mapInArrow(ingest_task(spec), from_arrow_schema(RESULT_SCHEMA))
                .collect())
     files = tuple({name: r[name] for name in FILE_SCHEMA.names} for r in results if r.kind == "file")
     return StagedFiles(bronze, schema, files), [r for r in results if r.kind == "object"]
@@ -139,7 +139,10 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             run_gate(lake, lake.read_staged(staged), "bronze", dataset.name, staged.table, ctx.run_id, ctx.job,
                      ctx.config.quality.data_docs_dir)
     except BaseException:
-        lake.discard_staged(staged)  # nothing was committed (a crash leaves them to vacuum, as orphans)
+        try:  # nothing was committed (a crash leaves them to vacuum, as orphans)
+            lake.discard_staged(staged)
+        except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+            log.warning("%s: could not delete staged files: %s", dataset.name, exc)
         raise
     # Never discarded from here on: a commit that raised may still have landed.
     if staged.files:

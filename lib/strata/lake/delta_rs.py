@@ -14,7 +14,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake import exceptions as delta_errors
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
-from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql import DataFrame, functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
@@ -27,10 +27,6 @@ PartitionKey = tuple  # partition values as Delta strings, in partition column o
 
 
 class DeltaRsLake(Lake):
-    def __init__(self, spark: SparkSession, root: str, job: str, run_id: str, run_date: str | None = None,
-                 s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
-        super().__init__(spark, root, job, run_id, run_date, s3_endpoint, s3_region)
-
     # ---- locations -------------------------------------------------------------------------
     def _location(self, table: TableSpec) -> files.Location:
         return files.Location(self.path(table), self.s3_endpoint, self.s3_region)
@@ -73,10 +69,13 @@ class DeltaRsLake(Lake):
                 pass  # another writer created it first: append to theirs
         delta = self._delta(table)
         df, partition_by = self._conform(table, delta, df)
-        adds = self._write_files(table, df, partition_by)
+        return self._append_adds(table, delta, self._write_files(table, df, partition_by), df.schema)
+
+    def _append_adds(self, table: TableSpec, delta: DeltaTable, adds: list[AddAction],
+                     schema: T.StructType) -> CommitResult:
         if not adds:
             return self._result(table, delta.version(), "APPEND (nothing to write)", [], [])
-        return self._commit(table, delta, adds, [], "append", df.schema, "APPEND")
+        return self._commit(table, delta, adds, [], "append", schema, "APPEND")
 
     def overwrite(self, table: TableSpec, df: DataFrame) -> CommitResult:
         if not self.exists(table):
@@ -174,8 +173,7 @@ class DeltaRsLake(Lake):
             df = df.sortWithinPartitions(*partition_by)
         writer = files.write_task(self._location(table), partition_by, to_arrow_schema(df.schema))
         rows = df.mapInArrow(writer, files.FILE_SCHEMA_DDL).collect()
-        return [AddAction(r.path, r.size, json.loads(r.partition_values), r.modification_time, True, r.stats)
-                for r in rows]
+        return [_add_action(row.asDict()) for row in rows]
 
     def staging_location(self, table: TableSpec) -> files.Location:
         # In the table itself: committing is then only the log entry, no copy.
@@ -183,8 +181,7 @@ class DeltaRsLake(Lake):
 
     def commit_staged(self, staged: StagedFiles) -> CommitResult:
         table = staged.table
-        adds = [AddAction(f["path"], f["size"], json.loads(f["partition_values"]), f["modification_time"],
-                          True, f["stats"]) for f in staged.files]
+        adds = [_add_action(f) for f in staged.files]
         if not self.exists(table):
             try:
                 return self._create(table, staged.schema, adds)
@@ -198,9 +195,7 @@ class DeltaRsLake(Lake):
                 f"{table.qualified_name}: staged files have schema {staged.schema.simpleString()} partitioned "
                 f"by {list(table.partition_by)}; the table has {_spark_schema(delta).simpleString()} "
                 f"partitioned by {list(partition_by)}")
-        if not adds:
-            return self._result(table, delta.version(), "APPEND (nothing to write)", [], [])
-        return self._commit(table, delta, adds, [], "append", staged.schema, "APPEND")
+        return self._append_adds(table, delta, adds, staged.schema)
 
     def _commit_properties(self, commit_id: str | None = None) -> CommitProperties:
         metadata = dict(self.commit_metadata)
@@ -309,6 +304,12 @@ class DeltaRsLake(Lake):
 
 def _spark_schema(delta: DeltaTable) -> T.StructType:
     return from_arrow_schema(pa.schema(delta.schema().to_arrow()))
+
+
+def _add_action(file: dict[str, Any]) -> AddAction:
+    """The add action of a file the executors wrote (a files.FILE_SCHEMA row)."""
+    return AddAction(file["path"], file["size"], json.loads(file["partition_values"]), file["modification_time"],
+                     True, file["stats"])
 
 
 def _remove(file: dict[str, Any]) -> RemoveAction:

@@ -24,7 +24,6 @@ from strata.sources.s3 import S3Settings
 
 OBJECT_OK, OBJECT_EMPTY, OBJECT_FAILED = "ok", "empty", "failed"
 OBJECT_BUFFER_BYTES = 64 << 20
-PARTITION_BY = ("_ingest_date",)
 
 RESULT_SCHEMA = pa.schema([
     ("kind", pa.string()),  # "object" or "file"
@@ -32,8 +31,6 @@ RESULT_SCHEMA = pa.schema([
     ("records", pa.int64()), ("corrupt", pa.int64()), ("reason", pa.string()),
     *FILE_SCHEMA,
 ])
-RESULT_SCHEMA_DDL = ", ".join(
-    f"`{f.name}` {'long' if f.type == pa.int64() else 'string'}" for f in RESULT_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,7 @@ class IngestSpec:
     configured_format: str
     location: Location        # where the staged bronze files go
     schema: pa.Schema         # bronze: source columns, lineage, run metadata, _ingest_date
+    partition_by: tuple[str, ...]
     ingested_at: dt.datetime
     run_id: str
     ingest_date: dt.date
@@ -56,7 +54,7 @@ def ingest_task(spec: IngestSpec):
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         client = spec.settings.client()
-        shared = PartitionedWriter(spec.location, PARTITION_BY, spec.schema)
+        shared = PartitionedWriter(spec.location, spec.partition_by, spec.schema)
         results: list[dict[str, Any]] = []
         for batch in batches:
             for key, etag, version in zip(*(batch.column(c).to_pylist() for c in ("key", "etag", "version"))):
@@ -117,7 +115,7 @@ class _ObjectRows:
             self.corrupt += batch.num_rows - batch.column("_corrupt_record").null_count
             table = self._bronze(batch)
             if self.own is None and self.buffered_bytes + table.nbytes > self.spec.buffer_bytes:
-                self.own = PartitionedWriter(self.spec.location, PARTITION_BY, self.spec.schema)
+                self.own = PartitionedWriter(self.spec.location, self.spec.partition_by, self.spec.schema)
                 for buffered in self.buffered:
                     self.own.write(buffered)
                 self.buffered, self.buffered_bytes = [], 0

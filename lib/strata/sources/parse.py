@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from strata.lake.files import Location
 from strata.sources.s3 import S3Settings
 
 BATCH_ROWS = 8192
@@ -95,10 +95,8 @@ def _csv_fast_batches(client, bucket: str, key: str, etag: str, fmt: str,
                 raise NeedsLineParser("quote characters")
             if batch.num_rows == 0:
                 continue
-            rows = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+            yield _records([batch.column(c) for c in columns], first, schema)
             first += batch.num_rows
-            nulls = pa.nulls(batch.num_rows, pa.string())
-            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in columns), rows, nulls, nulls], schema=schema)
         if text.saw_quote:
             raise NeedsLineParser("quote characters")
     except NeedsLineParser:
@@ -107,6 +105,14 @@ def _csv_fast_batches(client, bucket: str, key: str, etag: str, fmt: str,
         raise NeedsLineParser(f"{type(exc).__name__}: {exc}") from None
     finally:
         body.close()
+
+
+def _records(values: list[pa.Array], first: int, schema: pa.Schema) -> pa.RecordBatch:
+    """Well-formed records numbered from `first`: the source columns' values, no corrupt record."""
+    length = len(values[0])
+    rows = pa.array(np.arange(first, first + length, dtype=np.int64))
+    nulls = pa.nulls(length, pa.string())
+    return pa.RecordBatch.from_arrays([*values, rows, nulls, nulls], schema=schema)
 
 
 class _QuoteWatch(io.RawIOBase):
@@ -232,12 +238,9 @@ def _batches(records, columns: list[str]) -> Iterator[pa.RecordBatch]:
 
 def _parquet_batches(settings: S3Settings, bucket: str, key: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Parquet needs random access: ranged reads through pyarrow's S3 filesystem, batch by batch."""
-    fs_args: dict[str, Any] = {"region": settings.region}
-    if settings.endpoint_url:
-        scheme, _, host = settings.endpoint_url.partition("://")
-        fs_args.update(endpoint_override=host, scheme=scheme)
+    fs, root = Location(f"s3://{bucket}", settings.endpoint_url, settings.region).filesystem()
     try:
-        parquet = pq.ParquetFile(pafs.S3FileSystem(**fs_args).open_input_file(f"{bucket}/{key}"))
+        parquet = pq.ParquetFile(fs.open_input_file(f"{root}/{key}"))
     except (OSError, pa.ArrowInvalid) as exc:
         raise UnreadableObject(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     names = parquet.schema_arrow.names
@@ -249,11 +252,8 @@ def _parquet_batches(settings: S3Settings, bucket: str, key: str, columns: list[
     first = 1
     try:
         for chunk in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            rows = pa.array(np.arange(first, first + chunk.num_rows, dtype=np.int64))
+            yield _records([_arrow_text(chunk.column(c)) for c in columns], first, schema)
             first += chunk.num_rows
-            nulls = pa.nulls(chunk.num_rows, pa.string())
-            yield pa.RecordBatch.from_arrays([*(_arrow_text(chunk.column(c)) for c in columns), rows, nulls, nulls],
-                                             schema=schema)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UnreadableObject(f"corrupt Parquet data: {str(exc).splitlines()[0]}") from None
 
