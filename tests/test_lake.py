@@ -19,7 +19,9 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from strata.lake import ConflictError, Lake, LakeError, SchemaMismatchError, StagedFiles, TableSpec, files
+from pyspark.sql import functions as F
+
+from strata.lake import ConflictError, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles, TableSpec, files
 from strata.lake.delta_rs import DeltaRsLake
 
 SCHEMA = "id long, event_date date, amount double, label string"
@@ -342,3 +344,136 @@ def test_discarded_staged_files_are_deleted_and_a_mismatched_stage_is_refused(sp
     with pytest.raises(SchemaMismatchError, match="partitioned by"):
         lake.commit_staged(mismatched)
     assert lake.version(TRIPS) == 0
+
+
+# ---- what a write read is fenced: concurrent writers never overlap silently ----------------
+
+def _gated(tmp_path, spark_type="double"):
+    """A column function that blocks the Spark task computing it until the test says go: the
+    write has read its snapshot and is working when another writer commits."""
+    started, go = tmp_path / "started", tmp_path / "go"
+
+    @F.udf(spark_type)
+    def gated(value):
+        started.touch()
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return value
+
+    return gated, started, go
+
+
+def _concurrent_append(lake, table, data):
+    """Another writer (deltalake itself, no Spark) appends to the table."""
+    from deltalake import write_deltalake
+    batch = pa.table({"id": pa.array([r[0] for r in data], pa.int64()), "amount": [r[2] for r in data],
+                      "label": [r[3] for r in data], "event_date": pa.array([r[1] for r in data], pa.date32())})
+    options = None
+    if lake.s3_endpoint:
+        options = {"AWS_ENDPOINT_URL": lake.s3_endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    write_deltalake(lake.path(table), batch, mode="append", storage_options=options)
+
+
+@pytest.mark.parametrize("operation", ["overwrite_partitions", "upsert"])
+def test_replacing_partitions_conflicts_with_a_concurrent_append_into_them(spark, lake, tmp_path, operation):
+    lake.append(TRIPS, rows(spark, BASE))
+    outcome = {}
+
+    def write():
+        try:
+            if operation == "upsert":  # its source is cached before the snapshot: gate the retraction lookup
+                gated, _, _ = _gated(tmp_path, "string")
+                retract = spark.createDataFrame([("none",)], "label string").withColumn("label", gated("label"))
+                lake.upsert(TRIPS, rows(spark, [(1, D1, 11.0, "r")]), keys=["id"], retract=retract)
+            else:
+                gated, _, _ = _gated(tmp_path)
+                rewrite = rows(spark, [(1, D1, 11.0, "r")]).withColumn("amount", gated("amount"))
+                lake.overwrite_partitions(TRIPS, rewrite, partitions=[{"event_date": D1}])
+            outcome["result"] = "committed"
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome["result"] = exc
+
+    _, started, go = _gated(tmp_path)
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _concurrent_append(lake, TRIPS, [(1, D1, 77.0, "theirs")])
+    go.touch()
+    writer.join()
+    assert isinstance(outcome["result"], ConflictError), outcome
+    assert "event_date" in str(outcome["result"]) and "nothing was committed" in str(outcome["result"])
+    # nothing of the rewrite landed; the other writer's row did
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, BASE + [(1, D1, 77.0, "theirs")]))
+    # a re-run succeeds on top of the other writer's commit
+    lake.overwrite_partitions(TRIPS, rows(spark, [(1, D1, 11.0, "r")]), partitions=[{"event_date": D1}])
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, [(1, D1, 11.0, "r")] + BASE[2:]))
+
+
+def test_a_concurrent_append_outside_the_replaced_partitions_does_not_conflict(spark, lake, tmp_path):
+    lake.append(TRIPS, rows(spark, BASE))
+    gated, started, go = _gated(tmp_path)
+    rewrite = rows(spark, [(1, D1, 11.0, "r")]).withColumn("amount", gated("amount"))
+    writer = threading.Thread(target=lambda: lake.overwrite_partitions(TRIPS, rewrite, partitions=[{"event_date": D1}]))
+    writer.start()
+    while not started.exists():
+        time.sleep(0.05)
+    _concurrent_append(lake, TRIPS, [(9, D3, 90.0, "theirs")])
+    go.touch()
+    writer.join()
+    assert_same(independent_read(spark, lake, TRIPS),
+                rows(spark, [(1, D1, 11.0, "r")] + BASE[2:] + [(9, D3, 90.0, "theirs")]))
+
+
+def test_fenced_append_conflicts_with_data_committed_since_its_read(spark, lake):
+    table = TableSpec("bronze", "objects", partition_by=("event_date",))
+    before = lake.read_version(table)
+    assert before == -1
+    lake.append(table, rows(spark, BASE[:1]))  # someone else creates it meanwhile
+    with pytest.raises(ConflictError, match="nothing was committed"):
+        lake.append(table, rows(spark, BASE[1:2]), read=ReadSet(before))
+    read = ReadSet(lake.read_version(table))
+    _concurrent_append(lake, table, [(5, D2, 5.0, "theirs")])
+    with pytest.raises(ConflictError, match="which this write read at version 0"):
+        lake.append(table, rows(spark, BASE[1:2]), read=read)
+    assert independent_read(spark, lake, table).count() == 2
+    lake.append(table, rows(spark, BASE[1:2]), read=ReadSet(lake.read_version(table)))
+    lake.append(table, rows(spark, BASE[2:3]))  # a blind append is never fenced
+    assert independent_read(spark, lake, table).count() == 4
+
+
+# ---- latest wins across runs, retraction, and the partitions each commit changed -----------
+
+def test_upsert_never_replaces_a_newer_row_with_an_older_one(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))  # amount is the version column here
+    result = lake.upsert(TRIPS, rows(spark, [(1, D1, 5.0, "older"), (2, D1, 25.0, "newer"), (3, D2, 30.0, "same"),
+                                             (8, D2, 1.0, "new key")]),
+                         keys=["id"], newer_by=["amount"])
+    assert result.rows_skipped == 1
+    assert_same(independent_read(spark, lake, TRIPS),
+                rows(spark, [BASE[0], (2, D1, 25.0, "newer"), (3, D2, 30.0, "same"), BASE[3], (8, D2, 1.0, "new key")]))
+
+
+def test_upsert_retracts_matching_rows_in_the_same_commit_wherever_they_are(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE))
+    before = lake.version(TRIPS)
+    retract = spark.createDataFrame([("d",), ("b",)], "label string")
+    result = lake.upsert(TRIPS, rows(spark, [(5, D1, 50.0, "e")]), keys=["id"], retract=retract)
+    assert result.version == before + 1 and result.rows_retracted == 2
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, [BASE[0], BASE[2], (5, D1, 50.0, "e")]))
+    changed = lake.history(TRIPS, 1)[0]["partitions"]
+    assert sorted(p["event_date"] for p in changed) == ["2024-01-01", "2024-01-03"]
+
+
+def test_changed_partitions_of_a_run_date(spark, lake_root):
+    root, endpoint = lake_root
+    day_lake = DeltaRsLake(spark, root, job="t", run_id="r1", run_date="2024-02-01", s3_endpoint=endpoint)
+    day_lake.append(TRIPS, rows(spark, BASE[:2]))
+    day_lake.upsert(TRIPS, rows(spark, [(3, D2, 31.0, "c")]), keys=["id"])
+    other = DeltaRsLake(spark, root, job="t", run_id="r2", run_date="2024-02-02", s3_endpoint=endpoint)
+    other.overwrite_partitions(TRIPS, rows(spark, [(4, D3, 40.0, "d")]))
+    assert sorted(p["event_date"] for p in day_lake.changed_partitions(TRIPS, "2024-02-01")) == \
+        ["2024-01-01", "2024-01-02"]
+    assert other.changed_partitions(TRIPS, "2024-02-02") == [{"event_date": "2024-01-03"}]

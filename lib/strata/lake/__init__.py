@@ -4,11 +4,11 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from strata.config import Config
-from strata.lake.base import (CommitResult, ConflictError, Lake, LakeError, SchemaMismatchError,
-                              StagedFiles, TableNotFoundError, TableSpec)
+from strata.lake.base import (CommitOutcomeUnknown, CommitResult, ConflictError, Lake, LakeError, ReadSet,
+                              SchemaMismatchError, StagedFiles, TableNotFoundError, TableSpec)
 
-__all__ = ["CommitResult", "ConflictError", "Lake", "LakeError", "SchemaMismatchError",
-           "StagedFiles", "TableNotFoundError", "TableSpec", "open_lake"]
+__all__ = ["CommitOutcomeUnknown", "CommitResult", "ConflictError", "Lake", "LakeError", "ReadSet",
+           "SchemaMismatchError", "StagedFiles", "TableNotFoundError", "TableSpec", "open_lake"]
 
 
 def open_lake(config: Config, spark: SparkSession, job: str, run_id: str, run_date: str | None = None) -> Lake:

@@ -29,6 +29,20 @@ class TableNotFoundError(LakeError):
     pass
 
 
+class CommitOutcomeUnknown(LakeError):
+    """The commit call failed and the log could not be read to tell whether it landed."""
+
+
+@dataclass(frozen=True)
+class ReadSet:
+    """What a write decided from: the table as of `version` (-1: it did not exist yet), the whole
+    table (partitions None) or only these partitions (tuples of Delta partition-value strings in
+    partition-column order). A data change there that someone else committed since makes the
+    write a ConflictError with nothing committed, instead of overlapping it silently."""
+    version: int
+    partitions: frozenset[tuple[str | None, ...]] | None = None
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A table of the lake: <root>/<layer>/<name>."""
@@ -52,6 +66,10 @@ class CommitResult:
     files_added: int = 0
     files_removed: int = 0
     rows_added: int = 0
+    # upsert: offered rows not written because the table holds a newer version of their key
+    rows_skipped: int = 0
+    # upsert: rows of the table deleted because they matched `retract`
+    rows_retracted: int = 0
     # partition values (as Delta stores them: strings) of the partitions this commit replaced
     partitions_replaced: list[dict[str, str | None]] = field(default_factory=list)
 
@@ -102,8 +120,9 @@ class Lake(abc.ABC):
         """Create an empty table with this Spark StructType; error if it exists."""
 
     @abc.abstractmethod
-    def append(self, table: TableSpec, df: DataFrame) -> CommitResult:
-        """Append rows; creates the table on first write."""
+    def append(self, table: TableSpec, df: DataFrame, read: ReadSet | None = None) -> CommitResult:
+        """Append rows; creates the table on first write. With `read`, the append is fenced: it
+        fails with ConflictError if data changed in the read set since read.version."""
 
     @abc.abstractmethod
     def overwrite(self, table: TableSpec, df: DataFrame) -> CommitResult:
@@ -116,9 +135,15 @@ class Lake(abc.ABC):
         Rows of df outside the given partitions are an error."""
 
     @abc.abstractmethod
-    def upsert(self, table: TableSpec, df: DataFrame, keys: list[str]) -> CommitResult:
-        """Insert or replace rows by key; df must have unique keys. Only touched partitions are
-        rewritten, in one atomic commit."""
+    def upsert(self, table: TableSpec, df: DataFrame, keys: list[str], newer_by: list[str] | None = None,
+               retract: DataFrame | None = None) -> CommitResult:
+        """Insert or replace rows by key; df must have unique, non-null keys. Only touched
+        partitions are rewritten, in one atomic commit.
+        newer_by: columns that order versions of a key (latest wins across runs): a row of df
+        replaces the table's row only if it is not older by these columns; older ones are
+        skipped (CommitResult.rows_skipped).
+        retract: rows of the table that match one of retract's rows on all of retract's columns
+        are deleted in the same commit (CommitResult.rows_retracted)."""
 
     # ---- staged writes: executors write the files, the driver checks them, then commits ----
     def staging_location(self, table: TableSpec) -> files.Location:
@@ -133,9 +158,10 @@ class Lake(abc.ABC):
             self.spark, self.staging_location(staged.table), staged.schema, staged.table.partition_by,
             [{"path": f["path"], "partition_values": json.loads(f["partition_values"])} for f in staged.files])
 
-    def commit_staged(self, staged: StagedFiles) -> CommitResult:
-        """Append the staged files' rows in one commit (creates the table on first write)."""
-        result = self.append(staged.table, self.read_staged(staged))
+    def commit_staged(self, staged: StagedFiles, read: ReadSet | None = None) -> CommitResult:
+        """Append the staged files' rows in one commit (creates the table on first write),
+        fenced by `read` like append."""
+        result = self.append(staged.table, self.read_staged(staged), read)
         self.discard_staged(staged)
         return result
 
@@ -151,9 +177,27 @@ class Lake(abc.ABC):
     @abc.abstractmethod
     def version(self, table: TableSpec) -> int: ...
 
+    def read_version(self, table: TableSpec) -> int:
+        """The version to declare in a ReadSet: the current one, -1 if the table does not exist."""
+        return self.version(table) if self.exists(table) else -1
+
+    def changed_partitions(self, table: TableSpec, run_date: str) -> list[dict[str, str | None]] | None:
+        """Partitions (Delta strings) that the commits of this run date changed, from their commit
+        info; None when some commit of the date did not record them."""
+        changed: dict[tuple, dict] = {}
+        for entry in self.history(table):
+            if entry["run_date"] != run_date:
+                continue
+            if entry.get("partitions") is None:
+                return None
+            for values in entry["partitions"]:
+                changed[tuple(sorted(values.items()))] = values
+        return list(changed.values())
+
     @abc.abstractmethod
     def history(self, table: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first: version, timestamp, operation, job, run_id, run_date."""
+        """Newest first: version, timestamp, operation, job, run_id, run_date, and partitions
+        (the partitions the commit changed, when it recorded them)."""
 
     @abc.abstractmethod
     def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:

@@ -3,6 +3,7 @@ with deltalake (atomic, optimistic concurrency). Works on local disk and on S3 w
 Delta or s3a jars."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -14,16 +15,18 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake import exceptions as delta_errors
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
-from pyspark.sql import DataFrame, functions as F
+from pyspark.sql import DataFrame, Window, functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata.lake import files
-from strata.lake.base import (CommitResult, ConflictError, Lake, LakeError, SchemaMismatchError,
-                              StagedFiles, TableNotFoundError, TableSpec)
+from strata.lake.base import (CommitOutcomeUnknown, CommitResult, ConflictError, Lake, LakeError, ReadSet,
+                              SchemaMismatchError, StagedFiles, TableNotFoundError, TableSpec)
 from strata.lake.schema import conform
 
 PartitionKey = tuple  # partition values as Delta strings, in partition column order
+MAX_COMMIT_ATTEMPTS = 10
+_SIDE, _RANK = "__strata_side", "__strata_rank"  # upsert's version ranking (1 = the newest)
 
 
 class DeltaRsLake(Lake):
@@ -61,21 +64,21 @@ class DeltaRsLake(Lake):
     def create(self, table: TableSpec, schema: T.StructType) -> CommitResult:
         return self._create(table, schema, [])
 
-    def append(self, table: TableSpec, df: DataFrame) -> CommitResult:
+    def append(self, table: TableSpec, df: DataFrame, read: ReadSet | None = None) -> CommitResult:
         if not self.exists(table):
             try:
                 return self._create(table, df.schema, self._write_files(table, df, table.partition_by))
             except ConflictError:
-                pass  # another writer created it first: append to theirs
+                pass  # created concurrently: append to it, if what we read allows (checked in _commit)
         delta = self._delta(table)
         df, partition_by = self._conform(table, delta, df)
-        return self._append_adds(table, delta, self._write_files(table, df, partition_by), df.schema)
+        return self._append_adds(table, delta, self._write_files(table, df, partition_by), df.schema, read)
 
     def _append_adds(self, table: TableSpec, delta: DeltaTable, adds: list[AddAction],
-                     schema: T.StructType) -> CommitResult:
+                     schema: T.StructType, read: ReadSet | None) -> CommitResult:
         if not adds:
             return self._result(table, delta.version(), "APPEND (nothing to write)", [], [])
-        return self._commit(table, delta, adds, [], "append", schema, "APPEND")
+        return self._commit(table, delta, adds, [], "append", schema, "APPEND", read)
 
     def overwrite(self, table: TableSpec, df: DataFrame) -> CommitResult:
         if not self.exists(table):
@@ -83,7 +86,9 @@ class DeltaRsLake(Lake):
         delta = self._delta(table)
         df, partition_by = self._conform(table, delta, df)
         adds = self._write_files(table, df, partition_by)
-        return self._commit(table, delta, adds, [], "overwrite", df.schema, "OVERWRITE")
+        removes = [_remove(f) for f in self._snapshot(delta, partition_by)]
+        return self._commit(table, delta, adds, removes, "append", df.schema, "OVERWRITE",
+                            ReadSet(delta.version()))
 
     def overwrite_partitions(self, table: TableSpec, df: DataFrame,
                              partitions: list[dict[str, Any]] | None = None) -> CommitResult:
@@ -104,47 +109,77 @@ class DeltaRsLake(Lake):
                 raise LakeError(f"{table.qualified_name}: frame has rows in partitions {sorted(outside, key=str)[:5]} "
                                 f"outside the ones to overwrite; nothing was committed")
         removes = self._removes(delta, partition_by, targets)
+        # The replaced partitions are what this write read: a concurrent append into one of
+        # them must fail this commit, not survive beside the rewrite.
         return self._commit(table, delta, adds, removes, "append", df.schema, "OVERWRITE PARTITIONS",
+                            ReadSet(delta.version(), frozenset(targets)),
                             replaced=_keys_to_dicts(targets, partition_by))
 
-    def upsert(self, table: TableSpec, df: DataFrame, keys: list[str]) -> CommitResult:
-        missing = [k for k in keys if k not in df.columns]
+    def upsert(self, table: TableSpec, df: DataFrame, keys: list[str], newer_by: list[str] | None = None,
+               retract: DataFrame | None = None) -> CommitResult:
+        missing = [c for c in [*keys, *(newer_by or [])] if c not in df.columns]
         if missing:
-            raise SchemaMismatchError(f"{table.qualified_name}: upsert keys {missing} are not columns of the frame")
+            raise SchemaMismatchError(f"{table.qualified_name}: upsert columns {missing} are not columns of the frame")
         source = df.persist()
+        ranked = None
         try:
-            duplicates = source.groupBy(*keys).count().where("count > 1").limit(1).collect()
-            if duplicates:
-                raise LakeError(f"{table.qualified_name}: upsert frame has duplicate keys, e.g. "
-                                f"{duplicates[0].asDict()}; de-duplicate before upserting")
+            any_null = F.lit(False)
+            for key in keys:
+                any_null = any_null | F.col(key).isNull()
+            invalid = source.groupBy(*keys).count().where((F.col("count") > 1) | any_null).limit(1).collect()
+            if invalid:
+                raise LakeError(f"{table.qualified_name}: upsert frame has duplicate keys or a null key, e.g. "
+                                f"{invalid[0].asDict()}; de-duplicate and quarantine null keys first")
             if not self.exists(table):
-                return self.append(table, source)
+                return self.append(table, source, ReadSet(-1))
             delta = self._delta(table)
             source, partition_by = self._conform(table, delta, source)
             snapshot = self._snapshot(delta, partition_by)
-            touched = self._touched_partitions(delta, snapshot, source, keys, partition_by)
+            touched = self._touched_partitions(delta, snapshot, source, keys, partition_by, retract)
             current_files = [f for f in snapshot if touched is None or f["key"] in touched]
             current = self._read_files(table, delta, current_files)
-            merged = current.join(source.select(*keys), on=keys, how="left_anti").unionByName(source)
-            adds = self._write_files(table, merged, partition_by)
+            retracted = 0
+            if retract is not None:
+                retract = retract.distinct()
+                retracted = current.join(retract, retract.columns, "left_semi").count()
+                current = current.join(retract, retract.columns, "left_anti")
+            unchanged = current.join(source.select(*keys), on=keys, how="left_anti")
+            if newer_by:
+                ranked = _rank_versions(current, source, keys, newer_by).persist()
+                winners = ranked.where(F.col(_RANK) == 1).drop(_RANK, _SIDE)
+                skipped = ranked.where((F.col(_RANK) > 1) & (F.col(_SIDE) == 1)).count()
+            else:
+                winners, skipped = source, 0
+            adds = self._write_files(table, unchanged.unionByName(winners), partition_by)
             removes = [_remove(f) for f in current_files]
-            replaced = _keys_to_dicts(touched, partition_by) if touched is not None else []
-            return self._commit(table, delta, adds, removes, "append", source.schema, "UPSERT",
-                                replaced=replaced)
+            read = ReadSet(delta.version(), frozenset(touched) if touched is not None else None)
+            result = self._commit(table, delta, adds, removes, "append", source.schema, "UPSERT", read,
+                                  replaced=_keys_to_dicts(touched, partition_by) if touched is not None else [])
+            return dataclasses.replace(result, rows_skipped=skipped, rows_retracted=retracted)
         finally:
+            if ranked is not None:
+                ranked.unpersist()
             source.unpersist()
 
-    def _touched_partitions(self, delta: DeltaTable, snapshot: list[dict], source: DataFrame,
-                            keys: list[str], partition_by: tuple[str, ...]) -> set[PartitionKey] | None:
+    def _touched_partitions(self, delta: DeltaTable, snapshot: list[dict], source: DataFrame, keys: list[str],
+                            partition_by: tuple[str, ...], retract: DataFrame | None) -> set[PartitionKey] | None:
         """Partitions the upsert must rewrite: those of the new rows and, unless the partition
-        columns are part of the key, those where the keys live now. None: unpartitioned."""
+        columns are part of the key, those where the keys live now, and those holding rows to
+        retract. None: unpartitioned."""
         if not partition_by:
             return None
         touched = set(_distinct_partition_keys(source, partition_by))
+        lookups = []
         if not set(partition_by) <= set(keys):
-            existing = self._read_files(None, delta, snapshot).select(*keys, *partition_by)
-            moved = existing.join(source.select(*keys), on=keys, how="left_semi")
-            touched |= set(_distinct_partition_keys(moved, partition_by))
+            lookups.append(source.select(*keys))
+        if retract is not None:
+            lookups.append(retract)
+        if lookups:
+            columns = {c for frame in lookups for c in frame.columns} | set(partition_by)
+            existing = self._read_files(None, delta, snapshot).select(*sorted(columns))
+            for lookup in lookups:
+                found = existing.join(lookup, on=lookup.columns, how="left_semi")
+                touched |= set(_distinct_partition_keys(found, partition_by))
         return touched
 
     def _conform(self, table: TableSpec, delta: DeltaTable,
@@ -179,14 +214,14 @@ class DeltaRsLake(Lake):
         # In the table itself: committing is then only the log entry, no copy.
         return self._location(table)
 
-    def commit_staged(self, staged: StagedFiles) -> CommitResult:
+    def commit_staged(self, staged: StagedFiles, read: ReadSet | None = None) -> CommitResult:
         table = staged.table
         adds = [_add_action(f) for f in staged.files]
         if not self.exists(table):
             try:
                 return self._create(table, staged.schema, adds)
             except ConflictError:
-                pass  # another writer created it first: append to theirs
+                pass  # created concurrently: append to it, if what we read allows (checked in _commit)
         delta = self._delta(table)
         partition_by = tuple(delta.metadata().partition_columns)
         if partition_by != tuple(table.partition_by) or \
@@ -195,51 +230,116 @@ class DeltaRsLake(Lake):
                 f"{table.qualified_name}: staged files have schema {staged.schema.simpleString()} partitioned "
                 f"by {list(table.partition_by)}; the table has {_spark_schema(delta).simpleString()} "
                 f"partitioned by {list(partition_by)}")
-        return self._append_adds(table, delta, adds, staged.schema)
+        return self._append_adds(table, delta, adds, staged.schema, read)
 
-    def _commit_properties(self, commit_id: str | None = None) -> CommitProperties:
+    def _commit_properties(self, commit_id: str | None = None,
+                           partitions: list[dict] | None = None) -> CommitProperties:
         metadata = dict(self.commit_metadata)
+        metadata["strata.partitions"] = partitions or []
         if commit_id:
             metadata["strata.commit_id"] = commit_id
-        return CommitProperties(custom_metadata=metadata)
+        # delta-rs never retries on its own: it cannot know what this write read (see _commit).
+        return CommitProperties(custom_metadata=metadata, max_commit_retries=0)
 
     def _create(self, table: TableSpec, schema: T.StructType, adds: list[AddAction]) -> CommitResult:
+        commit_id = uuid.uuid4().hex
         try:
             create_table_with_add_actions(
                 self.path(table), Schema.from_arrow(to_arrow_schema(schema)), adds, mode="error",
                 partition_by=list(table.partition_by) or None, storage_options=self.storage_options,
-                commit_properties=self._commit_properties())
+                commit_properties=self._commit_properties(commit_id, _changed_partitions(adds, [])))
         except delta_errors.DeltaError as exc:
-            if self.exists(table):
+            if not self.exists(table):
+                raise LakeError(f"{table.qualified_name}: create failed: {_first_line(exc)}; "
+                                "nothing was committed") from None
+            if self._find_commit(table, commit_id, -1) is None:
                 raise ConflictError(f"{table.qualified_name}: created concurrently by another writer") from None
-            raise LakeError(f"{table.qualified_name}: create failed: {_first_line(exc)}") from None
+            # Our create landed although the call failed (e.g. its response was lost).
         return self._result(table, 0, "CREATE", adds, [])
 
     def _commit(self, table: TableSpec, delta: DeltaTable, adds: list[AddAction],
                 removes: list[RemoveAction], mode: str, schema: T.StructType, operation: str,
-                replaced: list[dict] | None = None) -> CommitResult:
-        read_version = delta.version()
+                read: ReadSet | None = None, replaced: list[dict] | None = None) -> CommitResult:
+        """Commit on top of `delta`. A concurrent commit makes delta-rs fail ours (no retries of its
+        own); we then check the winners against what this write read (`read`, and the files it
+        removes) and either raise ConflictError or commit again on the new version. A commit
+        call that failed is looked up in the log before anything is reported: its response may
+        have been lost after the log entry was written."""
         commit_id = uuid.uuid4().hex
-        try:
-            delta.create_write_transaction(
-                [*adds, *removes], mode, Schema.from_arrow(to_arrow_schema(schema)),
-                partition_by=delta.metadata().partition_columns or None,
-                commit_properties=self._commit_properties(commit_id))
-        except delta_errors.CommitFailedError as exc:
-            raise ConflictError(f"{table.qualified_name}: commit on version {read_version} conflicted with "
-                                f"a concurrent commit: {_first_line(exc)}; nothing was committed") from None
-        except delta_errors.SchemaMismatchError as exc:
-            raise SchemaMismatchError(f"{table.qualified_name}: {_first_line(exc)}") from None
-        version = self._committed_version(table, commit_id, read_version)
-        return self._result(table, version, operation, adds, removes, replaced or [])
+        properties = self._commit_properties(commit_id, _changed_partitions(adds, removes))
+        partition_by = tuple(delta.metadata().partition_columns)
+        if read is not None:
+            self._check_conflicts(table, read, read.version, delta.version(), removes, partition_by)
+        for _ in range(MAX_COMMIT_ATTEMPTS):
+            base = delta.version()
+            try:
+                delta.create_write_transaction(
+                    [*adds, *removes], mode, Schema.from_arrow(to_arrow_schema(schema)),
+                    partition_by=list(partition_by) or None, commit_properties=properties)
+            except delta_errors.SchemaMismatchError as exc:
+                raise SchemaMismatchError(f"{table.qualified_name}: {_first_line(exc)}") from None
+            except delta_errors.CommitFailedError:
+                version = self._find_commit(table, commit_id, base)
+                if version is None:  # a genuine concurrent commit: check it, then try again on top of it
+                    latest = self._delta(table)
+                    self._check_conflicts(table, read, base, latest.version(), removes, partition_by)
+                    delta = latest
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a lost response or a storage error: look it up
+                version = self._find_commit(table, commit_id, base)
+                if version is None:
+                    raise LakeError(f"{table.qualified_name}: commit failed: {_first_line(exc)}; "
+                                    "nothing was committed (its log entry is not there)") from None
+            else:
+                version = self._find_commit(table, commit_id, base)
+                if version is None:
+                    raise LakeError(f"{table.qualified_name}: commit {commit_id} not found in the log after committing")
+            return self._result(table, version, operation, adds, removes, replaced or [])
+        raise ConflictError(f"{table.qualified_name}: {MAX_COMMIT_ATTEMPTS} concurrent commits in a row won over "
+                            "this one; nothing was committed, re-run")
 
-    def _committed_version(self, table: TableSpec, commit_id: str, read_version: int) -> int:
-        """The version our commit got (concurrent writers may have committed around it)."""
-        latest = self._delta(table)
-        for entry in latest.history(latest.version() - read_version):
+    def _check_conflicts(self, table: TableSpec, read: ReadSet | None, after: int, until: int,
+                         removes: list[RemoveAction], partition_by: tuple[str, ...]) -> None:
+        """ConflictError if a commit in (after, until] changed data this write read or removed a
+        file it removes."""
+        removing = {r.path for r in removes}
+        for version in range(after + 1, until + 1):
+            for action in self._log_entry(table, version):
+                change = action.get("add") or action.get("remove")
+                if change is None:
+                    continue
+                path = unquote(change["path"])
+                values = change.get("partitionValues") or {}
+                key = tuple(values.get(c) for c in partition_by)
+                if "remove" in action and path in removing:
+                    why = "removed a file that this write replaces"
+                elif read is not None and change.get("dataChange", True) and \
+                        (read.partitions is None or key in read.partitions):
+                    where = "the table" if read.partitions is None else f"partition {dict(zip(partition_by, key))}"
+                    why = f"changed data in {where}, which this write read at version {read.version}"
+                else:
+                    continue
+                raise ConflictError(f"{table.qualified_name}: conflicted with a concurrent commit (version {version}), "
+                                    f"which {why}; nothing was committed, re-run")
+
+    def _log_entry(self, table: TableSpec, version: int) -> list[dict[str, Any]]:
+        fs, root = self._location(table).filesystem()
+        with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as stream:
+            return [json.loads(line) for line in stream.read().decode().splitlines() if line.strip()]
+
+    def _find_commit(self, table: TableSpec, commit_id: str, after: int) -> int | None:
+        """The version of our commit (by its id) if it is in the log after `after`."""
+        try:
+            latest = self._delta(table)
+            entries = latest.history(latest.version() - after)
+        except Exception as exc:  # noqa: BLE001
+            raise CommitOutcomeUnknown(
+                f"{table.qualified_name}: the commit call failed and its log cannot be read to tell whether "
+                f"it landed ({_first_line(exc)}); look for strata.commit_id={commit_id} in its history") from None
+        for entry in entries:
             if entry.get("strata.commit_id") == commit_id:
                 return entry["version"]
-        raise LakeError(f"{table.qualified_name}: commit {commit_id} not found in the log after committing")
+        return None
 
     def _result(self, table: TableSpec, version: int, operation: str, adds: list[AddAction],
                 removes: list[RemoveAction], replaced: list[dict] | None = None) -> CommitResult:
@@ -294,6 +394,7 @@ class DeltaRsLake(Lake):
             "run_id": entry.get("strata.run_id"),
             "run_date": entry.get("strata.run_date"),
             "parameters": entry.get("operationParameters", {}),
+            "partitions": entry.get("strata.partitions"),
         } for entry in self._delta(table).history(limit)]
 
     def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
@@ -314,6 +415,22 @@ def _add_action(file: dict[str, Any]) -> AddAction:
 
 def _remove(file: dict[str, Any]) -> RemoveAction:
     return RemoveAction(file["path"], True, int(time.time() * 1000), file["size"], file["partition_values"])
+
+
+def _rank_versions(current: DataFrame, source: DataFrame, keys: list[str], newer_by: list[str]) -> DataFrame:
+    """The table's rows of source's keys and source's rows, ranked per key by newer_by (newest
+    first; on a tie the new row wins, so a re-run replaces a row with itself)."""
+    rivals = (current.join(source.select(*keys), on=keys, how="left_semi").withColumn(_SIDE, F.lit(0))
+              .unionByName(source.withColumn(_SIDE, F.lit(1))))
+    newest_first = Window.partitionBy(*keys).orderBy(*[F.col(c).desc_nulls_last() for c in newer_by],
+                                                     F.col(_SIDE).desc())
+    return rivals.withColumn(_RANK, F.row_number().over(newest_first))
+
+
+def _changed_partitions(adds: list[AddAction], removes: list[RemoveAction]) -> list[dict[str, str | None]]:
+    """The partitions a commit changes, recorded in its commit info for downstream jobs."""
+    changed = {json.dumps(dict(action.partition_values or {}), sort_keys=True) for action in [*adds, *removes]}
+    return [json.loads(values) for values in sorted(changed)]
 
 
 def _add_key(add: AddAction, partition_by: tuple[str, ...]) -> PartitionKey:
