@@ -44,7 +44,12 @@ class S3Config:
     # Start an embedded S3 endpoint (moto) on 127.0.0.1 for this run: the local default.
     embedded: bool = False
     connect_timeout_seconds: int = 5
+    # boto3's attempts per S3 call (it retries throttling, 5xx and connection errors itself)
     max_attempts: int = 3
+    # Reads of one raw object, each from its first byte: a failure while streaming the body is
+    # not retried by boto3. Waits retry_backoff_seconds x 2^n between them.
+    object_read_attempts: int = 3
+    retry_backoff_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class DatasetConfig:
     schema_evolution: bool = False
     # Unreadable objects tolerated per ingest run (each is recorded); beyond this the run fails.
     max_bad_objects: int = 10
+    # Columns that order versions of a key in silver: a row never replaces a newer one.
+    version_by: list[str] = field(default_factory=lambda: ["_ingested_at", "_source_version"])
+    # True: a run date with no new raw object is blocked (exit 2) instead of a clean no-op.
+    require_new_data: bool = False
     # Silver: derived columns, Spark SQL over the typed columns, in order (may define partition_by).
     derive: dict[str, str] = field(default_factory=dict)
     gold: GoldConfig | None = None

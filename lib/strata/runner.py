@@ -34,6 +34,8 @@ class JobContext:
     config: Config
     args: argparse.Namespace
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The job's counts as they accrue: the summary keeps them when the job fails midway.
+    counts: dict[str, Any] = field(default_factory=dict)
     _spark: Any = None
     _lake: Any = None
 
@@ -92,6 +94,7 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
         config = load_config(args.env)  # before Spark: a config error costs no JVM start
         context = JobContext(job, args.env, summary["run_id"], run_date, config, args)
         counts = body(context) or {}
+        summary.update(context.counts)
         summary.update(counts)
         summary["status"], code = "ok", EXIT_OK
     except QualityGateBlocked as exc:
@@ -107,6 +110,8 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
         print(f"{job}: failed: {summary['error']}", file=sys.stderr)
     finally:
         if context is not None:
+            for name, value in context.counts.items():
+                summary.setdefault(name, value)
             summary["tables"] = context.tables
             docs = Path(context.config.quality.data_docs_dir) / "index.html"
             if docs.exists():

@@ -14,25 +14,36 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata.config import DatasetConfig
-from strata.lake import Lake, StagedFiles, TableSpec
+from strata.errors import QualityGateBlocked
+from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles, TableSpec
 from strata.lake.files import FILE_SCHEMA
 from strata.quality import QUALITY_RESULTS, run_gate
 from strata.runner import JobContext
-from strata.sources.ingest_task import (OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK, RESULT_SCHEMA,
-                                        IngestSpec, ingest_task)
+from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
+                                        RESULT_SCHEMA, IngestSpec, ingest_task)
 from strata.sources.s3 import RawObject, S3Settings, list_objects
 
 log = logging.getLogger(__name__)
 
-INGEST_ERRORS = TableSpec("ops", "ingest_errors")
+# Objects that yielded no rows (empty or permanently unreadable), judged under a config fingerprint.
+INGEST_ERRORS = TableSpec("ops", "ingest_errors", schema_evolution=True)
+INGEST_ERRORS_SCHEMA = T.StructType([
+    T.StructField("dataset", T.StringType()), T.StructField("key", T.StringType()),
+    T.StructField("etag", T.StringType()), T.StructField("status", T.StringType()),
+    T.StructField("reason", T.StringType()), T.StructField("rows_before_failure", T.LongType()),
+    T.StructField("run_id", T.StringType()), T.StructField("recorded_at", T.TimestampType()),
+    T.StructField("version", T.IntegerType()), T.StructField("config_fingerprint", T.StringType())])
 OBJECTS_PER_TASK = 4
 
 
@@ -40,27 +51,69 @@ class TooManyBadObjects(RuntimeError):
     pass
 
 
+class EnvironmentFailure(RuntimeError):
+    """The executors cannot read the source at all (credentials, access): nothing is recorded."""
+
+
+class ConfigMismatch(RuntimeError):
+    """No object of the run matches the dataset's declared columns: the config is the suspect."""
+
+
 def bronze_table(dataset: DatasetConfig) -> TableSpec:
-    return TableSpec("bronze", dataset.name, partition_by=("_ingest_date",))
+    return TableSpec("bronze", dataset.name, partition_by=("_ingest_date",),
+                     schema_evolution=dataset.schema_evolution)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset of conf/datasets/")
 
 
-def known_objects(lake: Lake, dataset: DatasetConfig) -> dict[str, set[str]]:
-    """key -> ETags already accounted for: in bronze, or recorded as empty/unreadable."""
-    known: dict[str, set[str]] = defaultdict(set)
+def config_fingerprint(dataset: DatasetConfig) -> str:
+    """What an object's readability depends on in the config: a failure judged under another
+    fingerprint is not final (the config was fixed since), so the object is read again."""
+    judged = {"columns": list(dataset.schema), "format": dataset.source.format}
+    return hashlib.sha256(json.dumps(judged, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KnownObjects:
+    """The objects already accounted for, as of the versions read (the ingest commits are fenced
+    by them: a concurrent ingest that committed since makes this one conflict)."""
+    latest: dict[str, tuple[int, str]]  # key -> (version, ETag) of its newest accounted-for version
+    bronze_read: ReadSet
+    errors_read: ReadSet
+
+    def is_new(self, obj: RawObject) -> bool:
+        """New unless its current ETag is the newest version seen: A -> B -> A is a new version."""
+        return self.latest.get(obj.key, (0, None))[1] != obj.etag
+
+    def next_version(self, key: str) -> int:
+        return self.latest.get(key, (0, None))[0] + 1
+
+
+def known_objects(lake: Lake, dataset: DatasetConfig) -> KnownObjects:
+    """Per key, the newest version accounted for: in bronze, or recorded as empty/unreadable under
+    the current config. One row per key reaches the driver, never one per record."""
+    bronze, errors = bronze_table(dataset), INGEST_ERRORS
+    reads = {table: lake.read_version(table) for table in (bronze, errors)}
     frames = []
-    if lake.exists(bronze_table(dataset)):
-        frames.append(lake.read(bronze_table(dataset)).select("_source_key", "_source_etag"))
-    if lake.exists(INGEST_ERRORS):
-        frames.append(lake.read(INGEST_ERRORS).where(F.col("dataset") == dataset.name)
-                      .select(F.col("key").alias("_source_key"), F.col("etag").alias("_source_etag")))
-    for frame in frames:
-        for row in frame.distinct().collect():  # one row per object, never per record
-            known[row._source_key].add(row._source_etag)
-    return known
+    if reads[bronze] >= 0:
+        frames.append(lake.read(bronze, version=reads[bronze])
+                      .select(F.col("_source_key").alias("key"), F.col("_source_etag").alias("etag"),
+                              F.col("_source_version").alias("version")))
+    if reads[errors] >= 0:
+        recorded = lake.read(errors, version=reads[errors]).where(F.col("dataset") == dataset.name)
+        if "config_fingerprint" in recorded.columns:
+            frames.append(recorded.where(F.col("config_fingerprint") == config_fingerprint(dataset))
+                          .select("key", "etag", F.coalesce("version", F.lit(0)).alias("version")))
+    latest: dict[str, tuple[int, str]] = {}
+    if frames:
+        union = frames[0]
+        for frame in frames[1:]:
+            union = union.unionByName(frame)
+        newest = union.groupBy("key").agg(F.max_by(F.struct("version", "etag"), "version").alias("v"))
+        latest = {row.key: (row.v.version, row.v.etag) for row in newest.collect()}
+    return KnownObjects(latest, ReadSet(reads[bronze]), ReadSet(reads[errors]))
 
 
 def bronze_schema(dataset: DatasetConfig) -> T.StructType:
@@ -74,8 +127,25 @@ def bronze_schema(dataset: DatasetConfig) -> T.StructType:
             ("_ingested_at", T.TimestampType()), ("_run_id", T.StringType()), ("_ingest_date", T.DateType()))])
 
 
+def check_bronze_schema(lake: Lake, dataset: DatasetConfig) -> None:
+    """Before anything is staged: the dataset's columns must fit bronze, or be new columns that
+    schema evolution lets bronze take."""
+    table = bronze_table(dataset)
+    if not lake.exists(table):
+        return
+    have = {f.name for f in lake.read(table).schema.fields}
+    declared = [f.name for f in bronze_schema(dataset).fields]
+    missing = [c for c in have if c not in declared]
+    new = [c for c in declared if c not in have]
+    if missing or (new and not dataset.schema_evolution):
+        raise SchemaMismatchError(
+            f"{table.qualified_name}: the dataset's schema does not fit bronze (new columns {new}, "
+            f"columns no longer declared {missing}); set schema_evolution: true in its config to add "
+            "new columns; nothing was staged")
+
+
 def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, objects: list[RawObject],
-                  known: dict[str, set[str]], ingested_at: dt.datetime) -> tuple[StagedFiles, list]:
+                  known: KnownObjects, ingested_at: dt.datetime) -> tuple[StagedFiles, list]:
     """Executors read, parse and write the objects as staged bronze files (one pass, nothing
     through the driver). Returns the staged files and one status row per object."""
     spark, bronze = ctx.spark, bronze_table(dataset)
@@ -83,7 +153,7 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
     spec = IngestSpec(settings, dataset.source.bucket, tuple(dataset.schema), dataset.source.format,
                       ctx.lake.staging_location(bronze), to_arrow_schema(schema), bronze.partition_by,
                       ingested_at, ctx.run_id, ctx.run_date)
-    listing = [(o.key, o.etag, len(known.get(o.key, ())) + 1) for o in objects]
+    listing = [(o.key, o.etag, known.next_version(o.key)) for o in objects]
     slices = max(1, min(len(objects), -(-len(objects) // OBJECTS_PER_TASK),
                         spark.sparkContext.defaultParallelism * 8))
     results = (spark.createDataFrame(listing, "key string, etag string, version int")
@@ -97,61 +167,94 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
     s3 = ctx.config.s3
-    settings = S3Settings(s3.endpoint_url, s3.region, s3.connect_timeout_seconds, s3.max_attempts)
+    settings = S3Settings(s3.endpoint_url, s3.region, s3.connect_timeout_seconds, s3.max_attempts,
+                          s3.object_read_attempts, s3.retry_backoff_seconds)
     ingested_at = dt.datetime.now(dt.timezone.utc)
     # Listing first: a bad endpoint, bucket or credentials fails before Spark starts.
     objects = list_objects(settings, dataset.source.bucket, dataset.source.prefix, dataset.source.pattern)
     lake, bronze = ctx.lake, bronze_table(dataset)
+    check_bronze_schema(lake, dataset)
     known = known_objects(lake, dataset)
-    new = [o for o in objects if o.etag not in known.get(o.key, set())]
-    counts = {"dataset": dataset.name, "objects_listed": len(objects), "objects_new": len(new),
-              "objects_ingested": 0, "objects_empty": 0, "objects_failed": 0, "rows_read": 0,
-              "rows_written": 0, "corrupt_rows": 0, "rows_discarded_from_failed_objects": 0}
+    new = [o for o in objects if known.is_new(o)]
+    counts = ctx.counts
+    counts.update({"dataset": dataset.name, "objects_listed": len(objects), "objects_new": len(new),
+                   "objects_ingested": 0, "objects_empty": 0, "objects_failed": 0, "objects_deferred": 0,
+                   "rows_read": 0, "rows_written": 0, "corrupt_rows": 0, "rows_discarded_from_failed_objects": 0,
+                   "no_new_data": not new})
     log.info("%s: %d objects listed, %d new", dataset.name, len(objects), len(new))
-    if new:
-        _ingest(ctx, dataset, settings, new, known, ingested_at, counts)
-    for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
-        if lake.exists(table):
-            ctx.record_table(table)
+    try:
+        if new:
+            _ingest(ctx, dataset, settings, new, known, ingested_at, counts)
+        elif dataset.require_new_data:
+            raise QualityGateBlocked(f"{dataset.name}: no new raw object under s3://{dataset.source.bucket}/"
+                                     f"{dataset.source.prefix} and the dataset requires new data every run")
+    finally:
+        for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
+            if lake.exists(table):
+                ctx.record_table(table)
     return counts
 
 
 def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: list[RawObject],
-            known: dict[str, set[str]], ingested_at: dt.datetime, counts: dict) -> None:
+            known: KnownObjects, ingested_at: dt.datetime, counts: dict) -> None:
     lake = ctx.lake
+    committing = False
     staged, statuses = stage_objects(ctx, dataset, settings, new, known, ingested_at)
-    ok = [s for s in statuses if s.status == OBJECT_OK]
-    failed = [s for s in statuses if s.status == OBJECT_FAILED]
-    empty = [s for s in statuses if s.status == OBJECT_EMPTY]
+    by_status = defaultdict(list)
+    for s in statuses:
+        by_status[s.status].append(s)
+    ok, failed, empty = by_status[OBJECT_OK], by_status[OBJECT_FAILED], by_status[OBJECT_EMPTY]
+    deferred, denied = by_status[OBJECT_DEFERRED], by_status[OBJECT_DENIED]
+    rows_read, corrupt = sum(s.records for s in ok), sum(s.corrupt for s in ok)
+    counts.update(objects_ingested=len(ok), objects_empty=len(empty), objects_failed=len(failed),
+                  objects_deferred=len(deferred), rows_read=rows_read, rows_written=rows_read - corrupt,
+                  corrupt_rows=corrupt, rows_discarded_from_failed_objects=sum(s.records for s in failed))
+    if deferred:
+        counts["deferred_examples"] = [f"{s.key}: {s.reason}" for s in deferred[:3]]
+        log.warning("%s: %d object(s) deferred to the next run (transient S3 failures), e.g. %s",
+                    dataset.name, len(deferred), counts["deferred_examples"][0])
     try:
+        if denied:
+            raise EnvironmentFailure(
+                f"the executors cannot read s3://{dataset.source.bucket}/{denied[0].key}: {denied[0].reason} "
+                f"({len(denied)} object(s)); check the AWS credential chain of the executors; "
+                "nothing was committed or recorded")
+        mismatched = [s for s in failed if s.schema_mismatch]
+        if mismatched and not ok and len(mismatched) == len(failed):
+            raise ConfigMismatch(
+                f"none of the {len(mismatched)} object(s) read has the columns of conf/datasets/{dataset.name}.yaml, "
+                f"e.g. {mismatched[0].key}: {mismatched[0].reason}; fix the schema (or the files); "
+                "nothing was committed or recorded")
         if len(failed) > dataset.max_bad_objects:
             examples = "; ".join(f"{s.key}: {s.reason}" for s in failed[:3])
             raise TooManyBadObjects(f"{len(failed)} unreadable objects (max_bad_objects={dataset.max_bad_objects}); "
                                     f"nothing was committed. e.g. {examples}")
-        rows_read, corrupt = sum(s.records for s in ok), sum(s.corrupt for s in ok)
         if staged.rows != rows_read:
             raise RuntimeError(f"ingest {dataset.name}: {rows_read} records read but {staged.rows} staged")
-        counts.update(objects_ingested=len(ok), objects_empty=len(empty), objects_failed=len(failed),
-                      rows_read=rows_read, rows_written=rows_read - corrupt, corrupt_rows=corrupt,
-                      rows_discarded_from_failed_objects=sum(s.records for s in failed))
         if staged.files:
             # The gate reads the staged files back: it validates exactly what will be committed.
             run_gate(lake, lake.read_staged(staged), "bronze", dataset.name, staged.table, ctx.run_id, ctx.job,
                      ctx.config.quality.data_docs_dir)
-    except BaseException:
-        try:  # nothing was committed (a crash leaves them to vacuum, as orphans)
-            lake.discard_staged(staged)
-        except Exception as exc:  # noqa: BLE001 - the original error is the one to report
-            log.warning("%s: could not delete staged files: %s", dataset.name, exc)
+        committing = bool(staged.files)
+        if committing:
+            # Fenced by the bronze version the known objects were read at: if another ingest
+            # committed since, this one conflicts instead of ingesting the same objects twice.
+            lake.commit_staged(staged, known.bronze_read)
+    except BaseException as exc:
+        # The staged files go unless the commit may have landed: a LakeError says nothing was
+        # committed (the lake looked its commit up in the log), except CommitOutcomeUnknown; files
+        # of a crash are orphans for vacuum.
+        if not committing or (isinstance(exc, LakeError) and not isinstance(exc, CommitOutcomeUnknown)):
+            try:
+                lake.discard_staged(staged)
+            except Exception as discard_error:  # noqa: BLE001 - the original error is the one to report
+                log.warning("%s: could not delete staged files: %s", dataset.name, discard_error)
         raise
-    # Never discarded from here on: a commit that raised may still have landed.
-    if staged.files:
-        lake.commit_staged(staged)
     if failed or empty:
-        # After the data commit: a crash in between only means these are retried next run.
+        # After the data commit: a crash in between only means these are read again next run.
+        fingerprint = config_fingerprint(dataset)
+        versions = {o.key: known.next_version(o.key) for o in new}
         lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
-            [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at)
-             for s in failed + empty],
-            "dataset string, key string, etag string, status string, reason string, "
-            "rows_before_failure long, run_id string, recorded_at timestamp"))
-
+            [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at,
+              versions[s.key], fingerprint) for s in failed + empty], INGEST_ERRORS_SCHEMA),
+            known.errors_read if not staged.files else None)

@@ -190,11 +190,16 @@ class DeltaRsLake(Lake):
                             f"the spec says {list(table.partition_by)}")
         conformed, new_fields = conform(df, _spark_schema(delta), table.qualified_name, table.schema_evolution)
         if new_fields:
-            # Delta-rs adds columns in a metadata-only commit of its own, before the data commit.
-            arrow = to_arrow_schema(T.StructType(new_fields))
-            delta.alter.add_columns(Schema.from_arrow(arrow).fields,
-                                    commit_properties=self._commit_properties())
+            self._add_columns(delta, new_fields)
         return conformed, partition_by
+
+    def _add_columns(self, delta: DeltaTable, new_fields: list[T.StructField]) -> None:
+        """A metadata-only commit of its own, before the data commit: delta-rs's
+        create_write_transaction commits add/remove actions only and cannot change the schema,
+        and write_deltalake(schema_mode="merge") would write the data files itself. A crash in
+        between leaves the new (nullable, empty) columns and no data: harmless."""
+        arrow = to_arrow_schema(T.StructType(new_fields))
+        delta.alter.add_columns(Schema.from_arrow(arrow).fields, commit_properties=self._commit_properties())
 
     def _write_files(self, table: TableSpec, df: DataFrame, partition_by: Iterable[str]) -> list[AddAction]:
         """Executors write df as Parquet files under the table; returns their add actions."""
@@ -224,13 +229,19 @@ class DeltaRsLake(Lake):
                 pass  # created concurrently: append to it, if what we read allows (checked in _commit)
         delta = self._delta(table)
         partition_by = tuple(delta.metadata().partition_columns)
-        if partition_by != tuple(table.partition_by) or \
-                _spark_schema(delta).simpleString() != staged.schema.simpleString():
+        have = {f.name: f.dataType for f in _spark_schema(delta).fields}
+        staged_types = {f.name: f.dataType for f in staged.schema.fields}
+        new_fields = [f for f in staged.schema.fields if f.name not in have]
+        if partition_by != tuple(table.partition_by) or set(have) - set(staged_types) or \
+                any(staged_types[name] != type_ for name, type_ in have.items()) or \
+                (new_fields and not table.schema_evolution):
             raise SchemaMismatchError(
                 f"{table.qualified_name}: staged files have schema {staged.schema.simpleString()} partitioned "
                 f"by {list(table.partition_by)}; the table has {_spark_schema(delta).simpleString()} "
                 f"partitioned by {list(partition_by)}")
-        return self._append_adds(table, delta, adds, staged.schema, read)
+        if new_fields:
+            self._add_columns(delta, new_fields)
+        return self._append_adds(table, delta, adds, _spark_schema(delta), read)
 
     def _commit_properties(self, commit_id: str | None = None,
                            partitions: list[dict] | None = None) -> CommitProperties:

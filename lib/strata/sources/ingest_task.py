@@ -2,33 +2,47 @@
 files in one pass, so no record crosses into the JVM or the driver.
 
 A task gets (key, etag, version) rows and returns small result rows only: one per object (its
-status: ok with its record and corrupt counts, empty, or failed with the reason and the records
-read before the failure) and one per data file written (files.FILE_SCHEMA, staged for the driver
+status, below) and one per data file written (files.FILE_SCHEMA, staged for the driver
 to gate and commit). An object's rows are all written or none: they are held in memory until
 the object has been read to the end, and an object too large for that (OBJECT_BUFFER_BYTES)
 streams into files of its own, deleted if the object fails. Completed objects of a task share
 its files, so files are sized by the task, not by the objects.
+
+Object statuses: ok (record and corrupt counts); empty; failed (permanent: the object itself
+cannot be read as the dataset, with the reason and the records read before the failure);
+deferred (transient: throttling, 5xx, resets, timeouts still failing after object_read_attempts
+reads, or the object changed or vanished since it was listed: read again by the next run, never
+recorded as handled); denied (the executor has no access or no credentials: a failure of the
+environment, not of the object, which fails the run).
 """
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pyarrow as pa
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError, NoRegionError,
+                                 PartialCredentialsError)
 
 from strata.lake.files import FILE_SCHEMA, Location, PartitionedWriter
-from strata.sources.parse import NeedsLineParser, UnreadableObject, object_format, read_object
+from strata.sources.parse import (NeedsLineParser, SchemaMismatch, UnreadableObject, object_format,
+                                  read_object)
 from strata.sources.s3 import S3Settings
 
 OBJECT_OK, OBJECT_EMPTY, OBJECT_FAILED = "ok", "empty", "failed"
+OBJECT_DEFERRED, OBJECT_DENIED = "deferred", "denied"
+# S3 error codes that say the caller may not read, whatever the object: the environment is wrong.
+ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                 "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
 OBJECT_BUFFER_BYTES = 64 << 20
 
 RESULT_SCHEMA = pa.schema([
     ("kind", pa.string()),  # "object" or "file"
     ("key", pa.string()), ("etag", pa.string()), ("status", pa.string()),
     ("records", pa.int64()), ("corrupt", pa.int64()), ("reason", pa.string()),
+    ("schema_mismatch", pa.bool_()),
     *FILE_SCHEMA,
 ])
 
@@ -67,31 +81,67 @@ def ingest_task(spec: IngestSpec):
 
 def _ingest_object(client, spec: IngestSpec, shared: PartitionedWriter, key: str, etag: str,
                    version: int) -> list[dict[str, Any]]:
-    rows = _ObjectRows(spec, key, etag, version)
-    try:
-        fmt = object_format(key, spec.configured_format)
+    settings = spec.settings
+    for attempt in range(1, settings.object_read_attempts + 1):
+        rows = _ObjectRows(spec, key, etag, version)
         try:
-            rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns)))
-        except NeedsLineParser:
+            _read_into(rows, client, spec, key, etag)
+        except UnreadableObject as exc:
             rows.discard()
-            rows = _ObjectRows(spec, key, etag, version)
-            rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns),
-                                  fast=False))
-    except UnreadableObject as exc:
-        rows.discard()
-        return [_status(key, etag, OBJECT_FAILED, rows, str(exc))]
-    except (ClientError, BotoCoreError) as exc:
-        rows.discard()
-        return [_status(key, etag, OBJECT_FAILED, rows, f"S3 read failed: {exc}")]
-    if rows.records == 0:
-        return [_status(key, etag, OBJECT_EMPTY, rows, "empty object: no records")]
-    files = rows.write_to(shared)
-    return [*({"kind": "file", **f} for f in files), _status(key, etag, OBJECT_OK, rows, None)]
+            return [_status(key, etag, OBJECT_FAILED, rows, str(exc), isinstance(exc, SchemaMismatch))]
+        except (ClientError, BotoCoreError) as exc:
+            rows.discard()
+            status, reason = _s3_failure(exc)
+            if status == OBJECT_DEFERRED and attempt < settings.object_read_attempts and _retryable(exc):
+                time.sleep(settings.retry_backoff_seconds * 2 ** (attempt - 1))
+                continue
+            return [_status(key, etag, status, rows, f"{reason} (after {attempt} read(s))")]
+        if rows.records == 0:
+            return [_status(key, etag, OBJECT_EMPTY, rows, "empty object: no records")]
+        files = rows.write_to(shared)
+        return [*({"kind": "file", **f} for f in files), _status(key, etag, OBJECT_OK, rows, None)]
+    raise AssertionError("unreachable: the last attempt returns")
 
 
-def _status(key: str, etag: str, status: str, rows: "_ObjectRows", reason: str | None) -> dict[str, Any]:
+def _read_into(rows: "_ObjectRows", client, spec: IngestSpec, key: str, etag: str) -> None:
+    fmt = object_format(key, spec.configured_format)
+    try:
+        rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns)))
+    except NeedsLineParser:
+        rows.discard()
+        rows.reset()
+        rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns), fast=False))
+
+
+def _s3_failure(exc: ClientError | BotoCoreError) -> tuple[str, str]:
+    """(status, reason) of an S3 error: denied (the environment) or deferred (read it next run)."""
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, NoRegionError)):
+        return OBJECT_DENIED, f"no usable AWS credentials on the executor: {exc}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ACCESS_ERRORS or status in (401, 403):
+            return OBJECT_DENIED, f"access denied: {code or status}: {error.get('Message', '')}".rstrip(": ")
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return OBJECT_DEFERRED, "changed since it was listed"
+        if code in ("NoSuchKey", "404") or status == 404:
+            return OBJECT_DEFERRED, "deleted since it was listed"
+        return OBJECT_DEFERRED, f"S3 error {code or status}: {error.get('Message', '')}".rstrip(": ")
+    return OBJECT_DEFERRED, f"S3 read failed: {type(exc).__name__}: {exc}"
+
+
+def _retryable(exc: ClientError | BotoCoreError) -> bool:
+    """Transient failures are worth another read; a changed or deleted object is not."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (404, 412)
+    return True
+
+
+def _status(key: str, etag: str, status: str, rows: "_ObjectRows", reason: str | None,
+            schema_mismatch: bool = False) -> dict[str, Any]:
     return {"kind": "object", "key": key, "etag": etag, "status": status, "records": rows.records,
-            "corrupt": rows.corrupt, "reason": reason}
+            "corrupt": rows.corrupt, "reason": reason, "schema_mismatch": schema_mismatch}
 
 
 class _ObjectRows:
@@ -103,6 +153,10 @@ class _ObjectRows:
         self.constants = {"_source_key": key, "_source_etag": etag, "_source_version": version,
                           "_ingested_at": spec.ingested_at, "_run_id": spec.run_id,
                           "_ingest_date": spec.ingest_date}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start the object again from its first record (after discard)."""
         self.buffered: list[pa.Table] = []
         self.buffered_bytes = 0
         self.own: PartitionedWriter | None = None

@@ -39,6 +39,10 @@ class UnreadableObject(Exception):
     """The object as a whole cannot be read: recorded with this reason, none of its rows kept."""
 
 
+class SchemaMismatch(UnreadableObject):
+    """The object's columns are not the dataset's: the object or the dataset's config is wrong."""
+
+
 class NeedsLineParser(Exception):
     """The CSV fast path cannot vouch for this object: parse it with the line parser."""
 
@@ -171,7 +175,7 @@ def _csv_records(lines: Iterator[str], columns: list[str]):
     missing = [c for c in columns if c not in header]
     unexpected = [c for c in header if c not in columns]
     if missing or unexpected:
-        raise UnreadableObject(f"wrong header: missing {missing}, unexpected {unexpected}")
+        raise SchemaMismatch(f"wrong header: missing {missing}, unexpected {unexpected}")
     for line in lines:
         try:
             fields = next(csv.reader([line], strict=True))
@@ -247,7 +251,7 @@ def _parquet_batches(settings: S3Settings, bucket: str, key: str, columns: list[
     missing = [c for c in columns if c not in names]
     unexpected = [c for c in names if c not in columns]
     if missing or unexpected:
-        raise UnreadableObject(f"wrong columns: missing {missing}, unexpected {unexpected}")
+        raise SchemaMismatch(f"wrong columns: missing {missing}, unexpected {unexpected}")
     schema = record_schema(columns)
     first = 1
     try:

@@ -25,6 +25,8 @@ class S3Settings:
     region: str
     connect_timeout: int = 5
     max_attempts: int = 3
+    object_read_attempts: int = 3
+    retry_backoff_seconds: float = 0.5
 
     def client(self):
         return boto3.client(
