@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ClientError
 
 from strata.demo_data import COLUMNS
 from strata.lake.files import Location
 from strata.sources.ingest_task import OBJECT_FAILED, OBJECT_OK, IngestSpec, ingest_task
-from strata.sources.parse import NeedsLineParser, object_format, read_object
+from strata.sources import parse
+from strata.sources.parse import NeedsLineParser, UnreadableObject, object_format, read_object
 from strata.sources.s3 import S3Settings
 
 HEADER = ",".join(COLUMNS)
@@ -127,3 +130,63 @@ def test_failed_object_reports_the_records_read_before_the_failure(s3_endpoint, 
     assert [r["kind"] for r in results] == ["object"]
     assert results[0]["status"] == OBJECT_FAILED and 0 < results[0]["records"] < 3000
     assert not list((tmp_path / "staged").rglob("*.parquet"))
+
+
+def parquet_object(trips: range, row_group_size: int | None = None) -> bytes:
+    rows = [trip_line(i).split(",") for i in trips]
+    table = pa.table({c: pa.array([r[j] for r in rows], pa.string()) for j, c in enumerate(COLUMNS)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=row_group_size)
+    return sink.getvalue()
+
+
+def test_parquet_is_read_at_the_listed_etag(s3_endpoint, s3_bucket, s3, tmp_path):
+    key = "trips/replaced.parquet"
+    listed = put(s3, s3_bucket, key, parquet_object(range(3)))
+    current = put(s3, s3_bucket, key, parquet_object(range(100, 105)))  # replaced after the listing
+    assert listed != current
+    with pytest.raises(ClientError) as raised:  # as CSV and JSON: the version listed, or no read
+        parsed(s3_endpoint, s3, s3_bucket, key, listed, fast=True)
+    assert raised.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    [result] = run_task(s3_endpoint, s3_bucket, Location(str(tmp_path / "staged")), [(key, listed)],
+                        buffer_bytes=64 << 20)
+    assert result["status"] == OBJECT_FAILED and "PreconditionFailed" in result["reason"]
+    assert not list((tmp_path / "staged").rglob("*.parquet"))
+
+    table = parsed(s3_endpoint, s3, s3_bucket, key, current, fast=True)
+    assert table.column("trip_id").to_pylist() == [f"t-{i}" for i in range(100, 105)]
+    assert table.column("_source_row").to_pylist() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("spool_bytes", [64 << 20, 1 << 10])  # in memory; in a temporary file
+def test_parquet_reads_batch_by_batch_from_the_spool(s3_endpoint, s3_bucket, s3, monkeypatch, spool_bytes):
+    monkeypatch.setattr(parse, "PARQUET_SPOOL_BYTES", spool_bytes, raising=False)
+    rows = 20_000  # three batches, five row groups
+    key = "trips/big.parquet"
+    etag = put(s3, s3_bucket, key, parquet_object(range(rows), row_group_size=4096))
+    batches = list(read_object(s3, S3Settings(s3_endpoint, "us-east-1"), s3_bucket, key, etag, "parquet",
+                               list(COLUMNS)))
+    assert len(batches) > 1 and all(b.num_rows <= parse.BATCH_ROWS for b in batches)
+    table = pa.Table.from_batches(batches)
+    assert table.column("trip_id").to_pylist() == [f"t-{i}" for i in range(rows)]
+    assert table.column("_source_row").to_pylist() == list(range(1, rows + 1))
+    assert table.column("_corrupt_record").null_count == rows
+
+
+@pytest.mark.parametrize("problem", ["truncated", "not parquet", "other columns"])
+def test_unreadable_parquet_is_named(s3_endpoint, s3_bucket, s3, problem):
+    data = parquet_object(range(10))
+    body = {"truncated": data[: len(data) // 2], "not parquet": b"PAR1 no footer here",
+            "other columns": pq_other_columns()}[problem]
+    etag = put(s3, s3_bucket, "trips/bad.parquet", body)
+    with pytest.raises(UnreadableObject) as raised:
+        parsed(s3_endpoint, s3, s3_bucket, "trips/bad.parquet", etag, fast=True)
+    expected = "wrong columns" if problem == "other columns" else "not a readable Parquet file"
+    assert str(raised.value).startswith(expected), str(raised.value)
+
+
+def pq_other_columns() -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"trip_id": ["t-1"], "surprise": ["x"]}), sink)
+    return sink.getvalue()

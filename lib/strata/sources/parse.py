@@ -18,6 +18,8 @@ import csv
 import gzip
 import io
 import json
+import shutil
+import tempfile
 import zlib
 from typing import Any, Iterator
 
@@ -27,11 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from strata.lake.files import Location
 from strata.sources.s3 import S3Settings
 
 BATCH_ROWS = 8192
 CSV_BLOCK_BYTES = 1 << 20  # the fast path reads (and holds) about this much CSV text at a time
+PARQUET_SPOOL_BYTES = 16 << 20  # a Parquet object up to this size is held in memory, a larger one on local disk
+COPY_BYTES = 1 << 20
 RECORD_FIELDS = [("_source_row", pa.int64()), ("_corrupt_record", pa.string()), ("_error", pa.string())]
 
 
@@ -65,9 +68,11 @@ def object_format(key: str, configured: str) -> str:
 def read_object(client, settings: S3Settings, bucket: str, key: str, etag: str, fmt: str,
                 columns: list[str], fast: bool = True) -> Iterator[pa.RecordBatch]:
     """The object's records as record_schema batches. Raises UnreadableObject, botocore errors,
-    and (fast=True, CSV only) NeedsLineParser."""
+    and (fast=True, CSV only) NeedsLineParser. Every format is read at `etag`: an object replaced
+    since it was listed fails with a 412 PreconditionFailed ClientError. (settings: no reader needs
+    it any more; kept for the callers.)"""
     if fmt == "parquet":
-        return _parquet_batches(settings, bucket, key, columns)
+        return _parquet_batches(client, bucket, key, etag, columns)
     if fast and fmt.startswith("csv"):
         return _csv_fast_batches(client, bucket, key, etag, fmt, columns)
     return _batches(_text_records(client, bucket, key, etag, fmt, columns), columns)
@@ -240,11 +245,23 @@ def _batches(records, columns: list[str]) -> Iterator[pa.RecordBatch]:
         yield pa.RecordBatch.from_pydict(buffer, schema=schema)
 
 
-def _parquet_batches(settings: S3Settings, bucket: str, key: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Parquet needs random access: ranged reads through pyarrow's S3 filesystem, batch by batch."""
-    fs, root = Location(f"s3://{bucket}", settings.endpoint_url, settings.region).filesystem()
+def _parquet_batches(client, bucket: str, key: str, etag: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Parquet needs random access (its footer comes first): the object, read in one GET at its
+    listed ETag, is spooled (in memory up to PARQUET_SPOOL_BYTES, then in a temporary file, gone
+    when closed), then read batch by batch."""
+    with tempfile.SpooledTemporaryFile(max_size=PARQUET_SPOOL_BYTES) as spool:
+        body = _get(client, bucket, key, etag)
+        try:
+            shutil.copyfileobj(body, spool, COPY_BYTES)  # a failed transfer raises botocore's error
+        finally:
+            body.close()
+        spool.seek(0)
+        yield from _parquet_file_batches(spool, columns)
+
+
+def _parquet_file_batches(source, columns: list[str]) -> Iterator[pa.RecordBatch]:
     try:
-        parquet = pq.ParquetFile(fs.open_input_file(f"{root}/{key}"))
+        parquet = pq.ParquetFile(source)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UnreadableObject(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     names = parquet.schema_arrow.names
