@@ -20,6 +20,7 @@ from strata.jobs import ingest
 from strata.lake import SchemaMismatchError
 
 from conftest import REPO, job_context
+from faults import Fault, serve
 
 RUN_DATE = dt.date(2024, 1, 5)
 HEADER = ",".join(COLUMNS)
@@ -156,3 +157,53 @@ def test_two_concurrent_ingest_processes_ingest_every_object_exactly_once(tmp_pa
         rows = bronze_rows(lake, ("_source_key", "_source_etag", "trip_id"))
         assert len(rows) == expected
         assert len({r["trip_id"] for r in rows}) == expected  # every object exactly once
+
+
+# ---- real S3 faults on loopback: a proxy in front of the local endpoint -----------------------
+
+@pytest.fixture
+def proxy(s3_endpoint):
+    yield from serve(s3_endpoint)
+
+
+FAST_RETRIES = {"STRATA_S3__MAX_ATTEMPTS": "1", "STRATA_S3__RETRY_BACKOFF_SECONDS": "0.05"}
+
+
+def put_day(s3, bucket, n=4, rows=20):
+    for i in range(n):
+        s3.put_object(Bucket=bucket, Key=f"trips/2024/01/01/part-{i}.csv",
+                      Body=csv_body(*[trip_line(f"t-{i}-{r}") for r in range(rows)]))
+
+
+def test_a_transient_s3_failure_defers_the_object_and_the_next_run_takes_it(spark, tmp_path, s3_bucket, s3, proxy):
+    put_day(s3, s3_bucket)
+    failing = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/2024/01/01/part-1\.csv$", status=503, times=None))
+    counts, ctx = run_ingest(spark, tmp_path, proxy.endpoint_url, s3_bucket, **FAST_RETRIES)
+    assert proxy.hits(failing) >= 3  # every read attempt really failed
+    assert counts["objects_ingested"] == 3 and counts["objects_deferred"] == 1 and counts["objects_failed"] == 0
+    assert "part-1.csv" in counts["deferred_examples"][0] and "ServiceUnavailable" in counts["deferred_examples"][0]
+    assert not (tmp_path / "ops" / "ingest_errors").exists()  # not recorded as handled
+    proxy.clear()
+    counts, _ = run_ingest(spark, tmp_path, proxy.endpoint_url, s3_bucket, **FAST_RETRIES)
+    assert counts["objects_new"] == 1 and counts["objects_ingested"] == 1
+    assert len({r["trip_id"] for r in bronze_rows(tmp_path)}) == len(bronze_rows(tmp_path)) == 80
+
+
+def test_a_connection_reset_while_reading_is_retried_within_the_run(spark, tmp_path, s3_bucket, s3, proxy):
+    put_day(s3, s3_bucket)
+    resets = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/2024/01/01/part-2\.csv$", kind="reset", times=2))
+    counts, _ = run_ingest(spark, tmp_path, proxy.endpoint_url, s3_bucket, **FAST_RETRIES)
+    assert proxy.hits(resets) == 2
+    assert counts["objects_ingested"] == 4 and counts["objects_deferred"] == 0
+    assert len(bronze_rows(tmp_path)) == 80
+
+
+def test_executors_without_access_fail_the_run_and_record_nothing(spark, tmp_path, s3_bucket, s3, proxy):
+    put_day(s3, s3_bucket)
+    proxy.add(Fault("GET", rf"/{s3_bucket}/trips/.+", kind="deny", times=None))
+    with pytest.raises(ingest.EnvironmentFailure, match="AccessDenied.*nothing was committed or recorded"):
+        run_ingest(spark, tmp_path, proxy.endpoint_url, s3_bucket, **FAST_RETRIES)
+    assert not (tmp_path / "bronze").exists() and not (tmp_path / "ops").exists()
+    proxy.clear()
+    counts, _ = run_ingest(spark, tmp_path, proxy.endpoint_url, s3_bucket, **FAST_RETRIES)
+    assert counts["objects_ingested"] == 4
