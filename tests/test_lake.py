@@ -477,3 +477,24 @@ def test_changed_partitions_of_a_run_date(spark, lake_root):
     assert sorted(p["event_date"] for p in day_lake.changed_partitions(TRIPS, "2024-02-01")) == \
         ["2024-01-01", "2024-01-02"]
     assert other.changed_partitions(TRIPS, "2024-02-02") == [{"event_date": "2024-01-03"}]
+
+
+# ---- a commit whose response was lost is recognised, never reported as "nothing committed" ----
+
+@pytest.mark.parametrize("fault", ["drop_response", "status_after"])
+def test_a_commit_that_raised_but_landed_is_recognised(spark, s3_endpoint, s3_bucket, fault):
+    from faults import Fault, FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        lake = DeltaRsLake(spark, f"s3://{s3_bucket}/lake", job="t", run_id="r", s3_endpoint=proxy.endpoint_url)
+        lake.append(TRIPS, rows(spark, BASE))
+        # the next log entry (version 1) reaches the store, its answer never reaches the writer
+        lost = proxy.add(Fault("PUT", r"/_delta_log/0+1\.json$", kind=fault, status=503))
+        result = lake.overwrite_partitions(TRIPS, rows(spark, [(1, D1, 11.0, "r")]), partitions=[{"event_date": D1}])
+        assert proxy.hits(lost) == 1
+        assert result.version == 1 and lake.version(TRIPS) == 1
+        assert_same(independent_read(spark, lake, TRIPS), rows(spark, [(1, D1, 11.0, "r")] + BASE[2:]))
+        lost = proxy.add(Fault("PUT", r"/_delta_log/0+2\.json$", kind=fault, status=503))
+        result = lake.append(TRIPS, rows(spark, [(9, D3, 9.0, "z")]))
+        assert proxy.hits(lost) == 1 and result.version == 2 and lake.version(TRIPS) == 2
+        assert independent_read(spark, lake, TRIPS).count() == 4
