@@ -463,22 +463,16 @@ def check_run(run: SilverRun, rows: int, results_rows_expected: int, label: str 
 
 # ---- probes: what the validation itself costs, and what it could cost ------------------------
 def candidate_frame(spark, lake, dataset):
-    """(candidate, typed): the frame silver validates (bench copy of the job's first steps) and
-    the cached, counted frame it filters."""
+    """(candidate, typed): the frame silver validates (the job's own prepare step) and the
+    cached, counted frame it filters."""
     from pyspark.sql import functions as F
     from strata.jobs.ingest import bronze_table
     from strata.transforms import silver as T
     bronze = lake.read(bronze_table(dataset)).where(F.col("_ingest_date") == F.lit(RUN_DATE).cast("date"))
-    typed = (bronze.transform(T.parsed_records)
-             .transform(lambda df: T.cast_to_schema(df, dataset.schema, dataset.timestamp_format))
-             .transform(lambda df: T.derive(df, dataset.derive))
-             .transform(lambda df: T.rank_duplicates(df, dataset.keys))
-             .withColumn("_refined_on", F.lit(RUN_DATE).cast("date"))
-             .withColumn("_refined_run_id", F.lit("probe"))
-             .persist())
+    typed = T.prepare(bronze, dataset, RUN_DATE, "probe").persist()
     typed.count()
     # Like the job: the candidate is a filter over the cached typed batch.
-    candidate = typed.where((F.col(T.DUP_RANK) == 1) & (F.size(T.CAST_ERRORS) == 0)).drop(T.DUP_RANK, T.CAST_ERRORS)
+    candidate = typed.where((F.col(T.DUP_RANK) == 1) & (F.size(T.ROW_ERRORS) == 0)).drop(T.DUP_RANK, T.ROW_ERRORS)
     return candidate, typed
 
 

@@ -1,8 +1,11 @@
 """Bronze -> silver for one run date: type, derive, de-duplicate, quarantine, gate, upsert.
 
 Reads the bronze partition ingested on the run date. Re-running a date upserts the same rows and
-replaces that date's quarantine records, so the job is idempotent per run date. Reconciles:
-bronze rows read = upserted + duplicates dropped + quarantined.
+replaces that date's quarantine records, so the job is idempotent per run date. Versions of a key
+are ordered by the dataset's version_by (ingest time, then object version): a re-run of an older
+date never replaces a newer row (stale_skipped). Rows that earlier versions of a re-delivered
+object put in silver, and records that now fail a rule, are retracted in the same commit.
+Reconciles before committing: bronze rows read = upserted + duplicates dropped + quarantined.
 """
 from __future__ import annotations
 
@@ -32,52 +35,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset of conf/datasets/")
 
 
+class NotReconciled(RuntimeError):
+    """Silver's counts do not add up to the bronze rows read: nothing is committed."""
+
+
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
     lake, target, quarantine = ctx.lake, silver_table(dataset), quarantine_table(dataset.name)
     now = dt.datetime.now(dt.timezone.utc)
-    bronze = lake.read(bronze_table(dataset)).where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date"))
+    counts = ctx.counts
+    counts["dataset"] = dataset.name
+    try:
+        bronze_all = lake.read(bronze_table(dataset))
+        bronze = bronze_all.where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date"))
+        typed = T.prepare(bronze, dataset, ctx.run_date, ctx.run_id).persist()
+        try:
+            _refine(ctx, dataset, bronze_all, bronze, typed, now, counts)
+        finally:
+            typed.unpersist()
+    finally:
+        for table in (target, quarantine, QUALITY_RESULTS):
+            if lake.exists(table):
+                ctx.record_table(table)
+    return counts
 
-    typed = (bronze.transform(T.parsed_records)
-             .transform(lambda df: T.cast_to_schema(df, dataset.schema, dataset.timestamp_format))
-             .transform(lambda df: T.derive(df, dataset.derive))
-             .transform(lambda df: T.rank_duplicates(df, dataset.keys))
-             .withColumn("_refined_on", F.lit(ctx.run_date).cast("date"))
-             .withColumn("_refined_run_id", F.lit(ctx.run_id))
-             .persist())
+
+def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bronze: DataFrame, typed: DataFrame,
+            now: dt.datetime, counts: dict) -> None:
+    lake, target, quarantine = ctx.lake, silver_table(dataset), quarantine_table(dataset.name)
+    counts.update(bronze_rows_read=bronze.count(), duplicates_dropped=typed.where(F.col(T.DUP_RANK) > 1).count())
+    counts["no_new_data"] = counts["bronze_rows_read"] == 0
+    if counts["no_new_data"]:
+        counts.update(upserted=0, quarantined=0, reconciled=True)
+        return
     latest = typed.where(F.col(T.DUP_RANK) == 1)
+    unrefinable = latest.where(F.size(T.ROW_ERRORS) > 0)
     # The candidate batch is a filter over the cached typed batch, not a second cache: a second
     # copy of every row spilled to disk at 5M rows and cost more than the gate itself.
-    candidate = latest.where(F.size(T.CAST_ERRORS) == 0).drop(T.DUP_RANK, T.CAST_ERRORS)
-    try:
-        counts = {"dataset": dataset.name, "bronze_rows_read": bronze.count(),
-                  "duplicates_dropped": typed.where(F.col(T.DUP_RANK) > 1).count()}
-        # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
-        good, failed_rules = gate_and_split(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
-                                            ctx.config.quality)
-        upserted = good.drop(T.RAW)
+    candidate = latest.where(F.size(T.ROW_ERRORS) == 0).drop(T.DUP_RANK, T.ROW_ERRORS)
+    # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
+    good, failed_rules = gate_and_split(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
+                                        ctx.config.quality)
+    upserted = good.drop(T.RAW)
 
-        def to_quarantine(df: DataFrame, record, reasons) -> DataFrame:
-            return T.quarantine_rows(df, record, reasons, target.qualified_name, ctx.run_id, ctx.run_date, now)
+    def to_quarantine(df: DataFrame, record, reasons) -> DataFrame:
+        return T.quarantine_rows(df, record, reasons, target.qualified_name, ctx.run_id, ctx.run_date, now)
 
-        quarantined = (
-            to_quarantine(bronze.transform(T.corrupt_records), F.col("_corrupt_record"),
-                          F.array(F.concat(F.lit("corrupt record: "), F.col("_error"))))
-            .unionByName(to_quarantine(latest.where(F.size(T.CAST_ERRORS) > 0), F.to_json(T.RAW), F.col(T.CAST_ERRORS)))
-            .unionByName(to_quarantine(failed_rules, F.to_json(T.RAW), F.col(QUARANTINE_COLUMN))))
+    quarantined = (
+        to_quarantine(bronze.transform(T.corrupt_records), F.col("_corrupt_record"),
+                      F.array(F.concat(F.lit("corrupt record: "), F.col("_error"))))
+        .unionByName(to_quarantine(unrefinable, F.to_json(T.RAW), F.col(T.ROW_ERRORS)))
+        .unionByName(to_quarantine(failed_rules, F.to_json(T.RAW), F.col(QUARANTINE_COLUMN))))
 
-        commit = lake.upsert(target, upserted, keys=dataset.keys)
-        written = lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
-        counts.update(upserted=upserted.count(), quarantined=written.rows_added,
-                      silver_files_rewritten=commit.files_removed)
-    finally:
-        typed.unpersist()
-    reconciled = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"]
-    counts["reconciled"] = reconciled == counts["bronze_rows_read"]
+    # Reconciled before anything is committed: a run whose counts do not add up publishes nothing.
+    counts.update(upserted=upserted.count(), quarantined=quarantined.count())
+    accounted = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"]
+    counts["reconciled"] = accounted == counts["bronze_rows_read"]
     if not counts["reconciled"]:
-        raise RuntimeError(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but "
-                           f"{reconciled} accounted for (upserted + duplicates + quarantined)")
-    for table in (target, quarantine, QUALITY_RESULTS):
-        if lake.exists(table):
-            ctx.record_table(table)
-    return counts
+        raise NotReconciled(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but {accounted} "
+                            "accounted for (upserted + duplicates + quarantined); nothing was committed")
+
+    # Rows silver must no longer hold: those of earlier versions of re-delivered objects, and
+    # records that fail a rule now (a rule added since they were refined).
+    retract = (unrefinable.select(*T.RECORD_ID).unionByName(failed_rules.select(*T.RECORD_ID)))
+    redelivered = bronze.where(F.col("_source_version") > 1).select("_source_key", "_source_version").distinct()
+    if redelivered.limit(1).count():
+        retract = retract.unionByName(T.superseded_records(bronze_all, redelivered))
+    commit = lake.upsert(target, upserted, keys=dataset.keys, newer_by=dataset.version_by, retract=retract)
+    lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
+    counts.update(stale_skipped=commit.rows_skipped, retracted=commit.rows_retracted,
+                  silver_files_rewritten=commit.files_removed)

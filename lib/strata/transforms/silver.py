@@ -5,9 +5,11 @@ from pyspark.sql import Column, DataFrame, Window, functions as F
 
 # Lineage kept on every silver row.
 LINEAGE = ["_source_key", "_source_etag", "_source_row", "_source_version", "_ingested_at"]
+# What identifies one raw record: its object, the object's version, its position.
+RECORD_ID = ["_source_key", "_source_etag", "_source_row"]
 RAW = "_raw"                 # the bronze record as it came (a struct of strings)
-CAST_ERRORS = "_cast_errors"  # why a value could not be typed
-DUP_RANK = "_dup_rank"        # 1 = the latest ingest of its key
+ROW_ERRORS = "_row_errors"   # why a row cannot be refined (a value that cannot be typed, a null key)
+DUP_RANK = "_dup_rank"        # 1 = the latest version of its key in the batch
 
 
 def corrupt_records(bronze: DataFrame) -> DataFrame:
@@ -37,7 +39,7 @@ def cast_to_schema(records: DataFrame, schema: dict[str, str], timestamp_format:
     return records.select(
         *typed, *LINEAGE,
         F.struct(*[F.col(c) for c in schema]).alias(RAW),
-        F.filter(F.array(*errors), lambda e: e.isNotNull()).alias(CAST_ERRORS))
+        F.filter(F.array(*errors), lambda e: e.isNotNull()).alias(ROW_ERRORS))
 
 
 def derive(df: DataFrame, expressions: dict[str, str]) -> DataFrame:
@@ -46,16 +48,44 @@ def derive(df: DataFrame, expressions: dict[str, str]) -> DataFrame:
     return df
 
 
-def rank_duplicates(df: DataFrame, keys: list[str]) -> DataFrame:
-    """_dup_rank 1 for the latest ingest of each key (then the latest object version, the last
-    row). Rows without a full key are not duplicates of each other: each ranks 1."""
+def require_keys(df: DataFrame, keys: list[str]) -> DataFrame:
+    """A row with a null in a key column cannot be upserted, ranked or found again: it is
+    quarantined with the reason "null key: <column>"."""
+    missing = [F.when(F.col(k).isNull(), F.lit(f"null key: {k}")) for k in keys]
+    return df.withColumn(ROW_ERRORS, F.concat(F.col(ROW_ERRORS),
+                                              F.filter(F.array(*missing), lambda e: e.isNotNull())))
+
+
+def rank_duplicates(df: DataFrame, keys: list[str], version_by: list[str]) -> DataFrame:
+    """_dup_rank 1 for the latest version of each key by version_by (then the latest object, the
+    last row). Rows without a full key (quarantined) are not duplicates of each other: each ranks 1."""
     latest_first = Window.partitionBy(*keys).orderBy(
-        F.col("_ingested_at").desc(), F.col("_source_version").desc(),
-        F.col("_source_key").desc(), F.col("_source_row").desc())
+        *[F.col(c).desc_nulls_last() for c in version_by], F.col("_source_key").desc(), F.col("_source_row").desc())
     has_key = F.lit(True)
     for key in keys:
         has_key = has_key & F.col(key).isNotNull()
     return df.withColumn(DUP_RANK, F.when(has_key, F.row_number().over(latest_first)).otherwise(1))
+
+
+def prepare(bronze: DataFrame, dataset, run_date, run_id: str) -> DataFrame:
+    """The run date's bronze rows typed, derived, key-checked and ranked: what silver refines
+    (rows with ROW_ERRORS are quarantined, DUP_RANK > 1 dropped as older duplicates)."""
+    return (bronze.transform(parsed_records)
+            .transform(lambda df: cast_to_schema(df, dataset.schema, dataset.timestamp_format))
+            .transform(lambda df: derive(df, dataset.derive))
+            .transform(lambda df: require_keys(df, dataset.keys))
+            .transform(lambda df: rank_duplicates(df, dataset.keys, dataset.version_by))
+            .withColumn("_refined_on", F.lit(run_date).cast("date"))
+            .withColumn("_refined_run_id", F.lit(run_id)))
+
+
+def superseded_records(bronze: DataFrame, redelivered: DataFrame) -> DataFrame:
+    """RECORD_ID of the rows that earlier versions of re-delivered objects contributed
+    (redelivered: _source_key, _source_version of the new versions)."""
+    newest = redelivered.groupBy("_source_key").agg(F.max("_source_version").alias("_newest_version"))
+    return (bronze.join(F.broadcast(newest), "_source_key")
+            .where(F.col("_source_version") < F.col("_newest_version"))
+            .select(*RECORD_ID))
 
 
 def quarantine_rows(df: DataFrame, record: Column, reasons: Column, table: str, run_id: str,
