@@ -68,7 +68,7 @@ class CommitResult:
     rows_added: int = 0
     # upsert: offered rows not written because the table holds a newer version of their key
     rows_skipped: int = 0
-    # upsert: rows of the table deleted because they matched `retract`
+    # upsert: rows of the table deleted because they matched `retract`, with no new row for their key
     rows_retracted: int = 0
     # partition values (as Delta stores them: strings) of the partitions this commit replaced
     partitions_replaced: list[dict[str, str | None]] = field(default_factory=list)
@@ -143,7 +143,8 @@ class Lake(abc.ABC):
         replaces the table's row only if it is not older by these columns; older ones are
         skipped (CommitResult.rows_skipped).
         retract: rows of the table that match one of retract's rows on all of retract's columns
-        are deleted in the same commit (CommitResult.rows_retracted)."""
+        are deleted in the same commit (CommitResult.rows_retracted: those whose key df does not
+        bring back)."""
 
     # ---- staged writes: executors write the files, the driver checks them, then commits ----
     def staging_location(self, table: TableSpec) -> files.Location:

@@ -141,7 +141,8 @@ class DeltaRsLake(Lake):
             retracted = 0
             if retract is not None:
                 retract = retract.distinct()
-                retracted = current.join(retract, retract.columns, "left_semi").count()
+                gone = current.join(retract, retract.columns, "left_semi")
+                retracted = gone.join(source.select(*keys), on=keys, how="left_anti").count()
                 current = current.join(retract, retract.columns, "left_anti")
             unchanged = current.join(source.select(*keys), on=keys, how="left_anti")
             if newer_by:
