@@ -145,13 +145,14 @@ def test_two_concurrent_ingest_processes_ingest_every_object_exactly_once(tmp_pa
                    "--run-date", f"2024-01-0{round_ + 1}"]
         racers = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True) for _ in range(2)]
-        outcomes = [(p.wait(timeout=600), *p.communicate()) for p in racers]
+        outcomes = [(p.returncode, out, err) for p in racers for out, err in [p.communicate(timeout=600)]]
         codes = sorted(code for code, _, _ in outcomes)
         assert codes[0] == 0, [err[-2000:] for _, _, err in outcomes]
         for code, out, err in outcomes:
             if code != 0:  # the loser says why, committed nothing, and a re-run succeeds
-                assert code == 1 and "concurrent commit" in err, err[-2000:]
-                assert json.loads(out.strip().splitlines()[-1])["status"] == "failed"
+                summary = json.loads(out.strip().splitlines()[-1])
+                assert code == 1 and summary["status"] == "failed", (out[-2000:], err[-3000:])
+                assert "concurrent commit" in summary["error"] and "nothing was committed" in summary["error"]
                 rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
                 assert rerun.returncode == 0, rerun.stderr[-2000:]
         rows = bronze_rows(lake, ("_source_key", "_source_etag", "trip_id"))
