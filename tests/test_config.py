@@ -266,3 +266,13 @@ def test_lineage_known_to_config_is_silver_lineage():
     from strata.transforms.silver import LINEAGE
 
     assert tuple(LINEAGE) == SOURCE_LINEAGE
+
+
+def test_config_cli_prints_keys_one_per_line(capsys, monkeypatch):
+    from strata.config import main
+
+    monkeypatch.setenv("STRATA_CONF_DIR", str(CONF))
+    assert main(["--env", "local", "lake.engine", "lake.delta_spark_jars", "spark.master"]) == 0
+    assert capsys.readouterr().out == "delta-rs\n\nlocal[2]\n"
+    assert main(["--env", "local", "spark.nope"]) == 1
+    assert "no key 'spark.nope'" in capsys.readouterr().err

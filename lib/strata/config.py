@@ -579,25 +579,31 @@ def _check_tables_unique(datasets: dict[str, DatasetConfig], origins: dict) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m strata.config --env ENV KEY` prints one setting (spark-submit.sh uses it)."""
+    """`python -m strata.config --env ENV KEY [KEY...]` prints settings, one per line, an unset one
+    as an empty line (spark-submit.sh reads the ones it needs in one go)."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description="Print a configuration value.")
+    parser = argparse.ArgumentParser(description="Print configuration values, one per line.")
     parser.add_argument("--env", required=True)
-    parser.add_argument("key", help="dotted key, e.g. spark.master")
+    parser.add_argument("keys", nargs="+", metavar="key", help="dotted key, e.g. spark.master")
     args = parser.parse_args(argv)
     try:
-        node: Any = load_config(args.env)
-        for part in args.key.split("."):
-            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        config = load_config(args.env)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
-    except (AttributeError, KeyError):
-        print(f"config error: no key '{args.key}'", file=sys.stderr)
-        return 1
-    print("" if node is None else node)
+    values = []
+    for key in args.keys:
+        node: Any = config
+        try:
+            for part in key.split("."):
+                node = node[part] if isinstance(node, dict) else getattr(node, part)
+        except (AttributeError, KeyError):
+            print(f"config error: no key '{key}'", file=sys.stderr)
+            return 1
+        values.append("" if node is None else str(node))
+    print("\n".join(values))
     return 0
 
 
