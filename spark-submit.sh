@@ -19,8 +19,12 @@ The Delta connector (--packages/--jars from lake.delta_spark_packages / lake.del
 is passed only when lake.engine is delta-spark. Extra spark-submit options can be given in
 SPARK_SUBMIT_OPTS_EXTRA. Any other argument goes to the job (./spark-submit.sh JOB --help lists them).
 
-Exit codes: 0 ok, 2 a quality gate blocked publication, 1 any other error.
-The last line of output is the job's JSON summary (job, env, run_id, run_date, status, tables, counts).
+Arguments and config are checked before Spark starts (with the job's own argument parser), the
+job's expectation suites before its Spark session; a failure exits 1 with the JSON summary.
+
+Exit codes: 0 ok, 2 a quality gate blocked publication, 1 any other error (bad arguments too).
+Stdout is one line, the job's JSON summary (job, env, run_id, run_date, status, tables, counts);
+logs go to stderr.
 USAGE
 }
 
@@ -53,15 +57,36 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-export STRATA_CONF_DIR="$ROOT/conf"
-# A bad config fails here, before Spark, with one line on stderr and the usual JSON summary.
-config() { "$PY" -m strata.config --env "$ENV_NAME" "$1"; }
-if ! ENGINE="$(config lake.engine)"; then
-  "$PY" -c 'import json, sys; print(json.dumps({"job": sys.argv[1], "env": sys.argv[2], "status": "failed", "tables": {}, "error": "config error"}))' "$JOB" "$ENV_NAME"
+# A failure of this script itself: one line on stderr, the JSON summary on stdout, exit 1.
+fail() {
+  echo "spark-submit.sh: $1" >&2
+  "$PY" -c 'import json, sys; print(json.dumps({"job": sys.argv[1], "env": sys.argv[2], "run_id": None, "run_date": None, "status": "failed", "tables": {}, "error": sys.argv[3]}))' "$JOB" "$ENV_NAME" "$1"
   exit 1
+}
+
+export STRATA_CONF_DIR="$ROOT/conf"
+# The checks below import this checkout's lib/ (the job gets the same code through --py-files).
+export PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}"
+CHECK=("$PY" -m strata.runner --check "$JOB" --env "$ENV_NAME" "${JOB_ARGS[@]}")
+for arg in "${JOB_ARGS[@]}"; do
+  # The job's own help, without starting Spark.
+  [[ "$arg" == "-h" || "$arg" == "--help" ]] && exec "${CHECK[@]}"
+done
+# Bad arguments or a bad config fail here, before the JVM starts, with one line on stderr and the
+# job's JSON summary on stdout (the job's own add_arguments; about a tenth of a second). The job
+# checks its expectation suites itself, before its Spark session.
+"${CHECK[@]}" || exit 1
+# The settings this script needs, in one Python start, one per line (an unset one is empty).
+SETTINGS="$("$PY" -m strata.config --env "$ENV_NAME" lake.engine spark.master spark.driver_memory \
+            lake.delta_spark_packages lake.delta_spark_jars)" || exit 1
+mapfile -t SETTING <<< "$SETTINGS"
+ENGINE="${SETTING[0]}"
+[[ -n "$MASTER" ]] || MASTER="${SETTING[1]}"
+DRIVER_MEMORY="${SETTING[2]}"
+PACKAGES="${SETTING[3]:-}"; JARS="${SETTING[4]:-}"
+if [[ "$ENGINE" == "delta-spark" && -z "$PACKAGES" && -z "$JARS" ]]; then
+  fail "lake.engine is delta-spark but neither lake.delta_spark_packages nor lake.delta_spark_jars is set"
 fi
-[[ -n "$MASTER" ]] || MASTER="$(config spark.master)"
-DRIVER_MEMORY="$(config spark.driver_memory)"
 # The job builds its session from config; keep its master equal to the one submitted.
 export STRATA_SPARK__MASTER="$MASTER"
 
@@ -98,15 +123,13 @@ SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "$MASTER" --name "strata-$JOB"
         --conf "spark.ui.showConsoleProgress=false"
         --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties")
 if [[ "$ENGINE" == "delta-spark" ]]; then
-  PACKAGES="$(config lake.delta_spark_packages)"; JARS="$(config lake.delta_spark_jars)"
-  if [[ -z "$PACKAGES" && -z "$JARS" ]]; then
-    echo "spark-submit.sh: lake.engine is delta-spark but neither lake.delta_spark_packages nor lake.delta_spark_jars is set" >&2
-    exit 1
-  fi
   [[ -n "$PACKAGES" ]] && SUBMIT+=(--packages "$PACKAGES")
   [[ -n "$JARS" ]] && SUBMIT+=(--jars "$JARS")
 fi
 # shellcheck disable=SC2206
 SUBMIT+=(${SPARK_SUBMIT_OPTS_EXTRA:-})
 
-exec "${SUBMIT[@]}" "$JOB_FILE" --env "$ENV_NAME" "${JOB_ARGS[@]}"
+# Spark's PythonRunner hands the driver's stderr to the JVM's stdout; the supervisor sends every
+# line back to stderr but the summary line, which alone goes to stdout (and forwards TERM/INT/HUP).
+exec "$PY" -m strata.runner --submit "$JOB" "$ENV_NAME" -- \
+  "${SUBMIT[@]}" "$JOB_FILE" --env "$ENV_NAME" "${JOB_ARGS[@]}"

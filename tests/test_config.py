@@ -1,10 +1,12 @@
 """Configuration loading: merging, overrides, and one-line errors naming key and file."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from strata.config import ConfigError, load_config
 
@@ -77,3 +79,200 @@ def test_unknown_environment():
 def test_unknown_dataset_is_named():
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         load_config("local", CONF, environ={}).dataset("nope")
+
+
+# --- meaning, not just types: checked at load, before Spark -------------------------------------
+
+SENSORS = Path(__file__).resolve().parent / "fixtures" / "sensors" / "conf" / "datasets" / "sensors.yaml"
+
+
+def edit_dataset(conf_dir: Path, name: str, change) -> Path:
+    """Load conf/datasets/<name>.yaml, let change(content) mutate it, write it back."""
+    path = conf_dir / "datasets" / f"{name}.yaml"
+    content = yaml.safe_load(path.read_text())
+    change(content)
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def refused(conf_dir: Path, environ: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_config("local", conf_dir, environ=environ or {})
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_shipped_datasets_pass_the_meaning_checks(conf_dir):
+    shutil.copy(SENSORS, conf_dir / "datasets" / "sensors.yaml")
+    config = load_config("local", conf_dir, environ={})
+    assert sorted(config.datasets) == ["sensors", "trips"]
+    assert config.dataset("sensors").gold.analysis.name == "sensors_daily_site"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("keys", ["trip_idd"], r"trips.yaml: key 'datasets.trips.keys' names unknown column 'trip_idd': not in 'schema' or 'derive' \(did you mean 'trip_id'\?\)"),
+    ("partition_by", ["event_day"], r"trips.yaml: key 'datasets.trips.partition_by' names unknown column 'event_day'"),
+    ("keys", [], r"trips.yaml: key 'datasets.trips.keys' must name at least one column"),
+])
+def test_keys_and_partition_columns_must_be_columns(conf_dir, key, value, message):
+    edit_dataset(conf_dir, "trips", lambda d: d.update({key: value}))
+    assert re.search(message, refused(conf_dir))
+
+
+def test_a_derived_column_can_be_a_key_or_partition_column(conf_dir):
+    def change(d):
+        d["derive"]["trip_key"] = "concat_ws('-', trip_id, cast(vendor_id as string))"
+        d["keys"] = ["trip_key"]
+    edit_dataset(conf_dir, "trips", change)
+    assert load_config("local", conf_dir, environ={}).dataset("trips").keys == ["trip_key"]
+
+
+def test_analysis_group_by_must_hold_the_partition_columns(conf_dir):
+    edit_dataset(conf_dir, "trips", lambda d: d["gold"]["analysis"].update(group_by=["pickup_zone"]))
+    message = refused(conf_dir)
+    assert "trips.yaml: key 'datasets.trips.gold.analysis.group_by'" in message
+    assert "partition column 'event_date'" in message
+
+
+def test_analysis_group_by_names_known_columns(conf_dir):
+    edit_dataset(conf_dir, "trips", lambda d: d["gold"]["analysis"].update(group_by=["event_date", "zone"]))
+    assert "key 'datasets.trips.gold.analysis.group_by' names unknown column 'zone'" in refused(conf_dir)
+
+
+@pytest.mark.parametrize("spark_type", ["dobule", "varchar", "decimal(40,2)", "decimal(5,6)", "int not null",
+                                        "map<string,int>", "string; drop table x"])
+def test_schema_types_must_be_spark_sql_types(conf_dir, spark_type):
+    edit_dataset(conf_dir, "trips", lambda d: d["schema"].update(trip_distance=spark_type))
+    message = refused(conf_dir)
+    assert "trips.yaml: key 'datasets.trips.schema.trip_distance'" in message
+    assert "not a Spark SQL type" in message
+
+
+def test_valid_schema_types_load(conf_dir):
+    types = ["string", "int", "integer", "bigint", "long", "smallint", "short", "tinyint", "byte", "double",
+             "float", "real", "boolean", "date", "timestamp", "timestamp_ntz", "decimal(10,2)", "decimal(38, 0)",
+             "decimal", "binary", "Double"]
+    edit_dataset(conf_dir, "trips", lambda d: d["schema"].update({f"c{i}": t for i, t in enumerate(types)}))
+    schema = load_config("local", conf_dir, environ={}).dataset("trips").schema
+    assert schema["c2"] == "integer" and schema["c16"] == "decimal(10,2)"
+    assert schema["c20"] == "double"  # normalised: silver compares type names
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(name="../trips"), r"key 'datasets.trips.name' must be a plain name"),
+    (lambda d: d.update(name="rides"), r"key 'datasets.trips.name' is 'rides' but the file is trips.yaml"),
+    (lambda d: d["gold"]["analysis"].update(name="../../etc"), r"key 'datasets.trips.gold.analysis.name' must be a plain name"),
+    (lambda d: d["gold"]["analysis"].update(name="daily; drop table x"), r"key 'datasets.trips.gold.analysis.name' must be a plain name"),
+    (lambda d: d["gold"]["analysis"].update(name="Trips_Daily"), r"key 'datasets.trips.gold.analysis.name' must be a plain name"),
+    (lambda d: d["gold"]["analysis"].update(name="trips_features"),
+     r"key 'datasets.trips.gold.analysis.name' names table gold/trips_features, already the features table of dataset 'trips'"),
+    (lambda d: d["schema"].update({"pickup at": "string"}), r"key 'datasets.trips.schema' column 'pickup at' must be a plain name"),
+    (lambda d: d["schema"].update(_source_key="string"), r"key 'datasets.trips.schema' column '_source_key' must be a plain name"),
+    (lambda d: d["derive"].update({"Event_Date": "to_date(pickup_at)"}), r"key 'datasets.trips.derive' column 'Event_Date' is already a column"),
+    (lambda d: d["gold"]["features"].update(trip_id="trip_id"), r"key 'datasets.trips.gold.features' column 'trip_id' is already a column"),
+    (lambda d: d["gold"]["analysis"]["metrics"].update(pickup_zone="count(*)"), r"key 'datasets.trips.gold.analysis.metrics' column 'pickup_zone' is already a column"),
+])
+def test_names_are_plain_and_unique(conf_dir, change, message):
+    edit_dataset(conf_dir, "trips", change)
+    assert re.search(message, refused(conf_dir))
+
+
+def test_table_names_are_unique_across_the_lake(conf_dir):
+    shutil.copy(SENSORS, conf_dir / "datasets" / "sensors.yaml")
+    edit_dataset(conf_dir, "sensors", lambda d: d["gold"]["analysis"].update(name="trips_daily_zone"))
+    assert re.search(r"(sensors|trips).yaml: key 'datasets.(sensors|trips).gold.analysis.name' names table "
+                     r"gold/trips_daily_zone, already the analysis table of dataset '(trips|sensors)'", refused(conf_dir))
+    edit_dataset(conf_dir, "sensors", lambda d: d["gold"]["analysis"].update(name="trips"))
+    assert re.search(r"names table quarantine/trips, already the quarantine table of dataset 'trips'", refused(conf_dir))
+
+
+@pytest.mark.parametrize("where, expression, message", [
+    (("derive", "event_date"), "to_date(pickup_at", r"key 'datasets.trips.derive.event_date' is not valid Spark SQL"),
+    (("derive", "event_date"), "to_date(pickup_att)", r"key 'datasets.trips.derive.event_date' names unknown column 'pickup_att' \(did you mean 'pickup_at'\?\)"),
+    # a derived column sees the schema and the columns derived before it, not after
+    (("derive", "event_date"), "trip_duration_min + 1", r"key 'datasets.trips.derive.event_date' names unknown column 'trip_duration_min'"),
+    (("derive", "event_date"), "dobule(pickup_at)", r"key 'datasets.trips.derive.event_date' calls unknown function 'dobule'"),
+    (("derive", "event_date"), "to_date(pickup_at); select 1", r"key 'datasets.trips.derive.event_date' must be one SQL expression"),
+    (("derive", "event_date"), "(select max(pickup_at) from trips)", r"key 'datasets.trips.derive.event_date' must be an expression over columns, not a query"),
+    (("derive", "event_date"), "to_date(pickup_at) as day", r"key 'datasets.trips.derive.event_date' must not alias"),
+    (("derive", "event_date"), "", r"key 'datasets.trips.derive.event_date' must be one SQL expression"),
+    (("gold", "features", "speed_mph"), "trip_distance / nullif(trip_duration / 60.0, 0)",
+     r"key 'datasets.trips.gold.features.speed_mph' names unknown column 'trip_duration'"),
+    (("gold", "features", "speed_mph"), "round(trip_distance / , 2)", r"key 'datasets.trips.gold.features.speed_mph' is not valid Spark SQL"),
+    (("gold", "label",), "case when payment_typ = 1 then 1 end", r"key 'datasets.trips.gold.label' names unknown column 'payment_typ'"),
+    (("gold", "analysis", "metrics", "trips"), "count(trip)", r"key 'datasets.trips.gold.analysis.metrics.trips' names unknown column 'trip'"),
+    (("gold", "analysis", "metrics", "trips"), "sum(x.fare_amount)", r"key 'datasets.trips.gold.analysis.metrics.trips' names unknown column 'x.fare_amount'"),
+    (("gold", "analysis", "metrics", "trips"), "count(*", r"key 'datasets.trips.gold.analysis.metrics.trips' is not valid Spark SQL"),
+])
+def test_sql_expressions_parse_and_name_known_columns(conf_dir, where, expression, message):
+    def change(d):
+        node = d
+        for part in where[:-1]:
+            node = node[part]
+        node[where[-1]] = expression
+    edit_dataset(conf_dir, "trips", change)
+    message_seen = refused(conf_dir)
+    assert re.search(message, message_seen), message_seen
+    assert message_seen.startswith(str(conf_dir / "datasets" / "trips.yaml"))
+
+
+def test_gold_and_metrics_see_silver_lineage_and_spark_functions(conf_dir):
+    def change(d):
+        d["derive"]["ingest_hour"] = "hour(_ingested_at)"
+        d["gold"]["features"]["refined_lag_days"] = "datediff(_refined_on, to_date(_ingested_at))"
+        d["gold"]["features"]["source"] = "concat_ws('#', _source_key, _source_etag, cast(_source_row as string))"
+        d["gold"]["features"]["doubled"] = "transform(array(fare_amount, tip_amount), x -> x * 2)"
+        d["gold"]["features"]["rounded"] = "bround(fare_amount, 1)"  # a Spark function sqlglot does not model
+        d["gold"]["analysis"]["metrics"]["runs"] = "count(distinct _refined_run_id)"
+        d["gold"]["analysis"]["metrics"]["versions"] = "max(_source_version)"
+        d["gold"]["analysis"]["metrics"]["late"] = "sum(if(dayofweek(pickup_at) in (1, 7), 1, 0))"
+    edit_dataset(conf_dir, "trips", change)
+    gold = load_config("local", conf_dir, environ={}).dataset("trips").gold
+    assert "refined_lag_days" in gold.features and "late" in gold.analysis.metrics
+
+
+SECRET = "hunter2"
+
+
+@pytest.mark.parametrize("environ, message", [
+    # a mapping or list where a string was expected: the type is named, never the value
+    ({"STRATA_S3__ENDPOINT_URL": f"[http://admin:{SECRET}@minio:9000]"},
+     r"environment variable STRATA_S3__ENDPOINT_URL: key 's3.endpoint_url' must be a string, got a list"),
+    # not even valid YAML: still one line, still no value
+    ({"STRATA_S3__ENDPOINT_URL": f"`http://admin:{SECRET}@minio:9000"},
+     r"environment variable STRATA_S3__ENDPOINT_URL: not a valid YAML value"),
+    ({"STRATA_S3__REGION": f"{{token: {SECRET}}}"}, r"key 's3.region' must be a string, got a dict"),
+])
+def test_errors_never_echo_values_from_the_environment(conf_dir, environ, message):
+    seen = refused(conf_dir, environ)
+    assert re.search(message, seen), seen
+    assert SECRET not in seen
+
+
+def test_errors_never_echo_secret_looking_keys(conf_dir):
+    (conf_dir / "local.yaml").write_text(
+        "spark:\n  conf:\n    spark.hadoop.fs.s3a.secret.key: [" + SECRET + "]\n")
+    seen = refused(conf_dir)
+    assert "key 'spark.conf.spark.hadoop.fs.s3a.secret.key' must be a string, got a list" in seen
+    assert SECRET not in seen
+    (conf_dir / "local.yaml").write_text(f"s3:\n  endpoint_url: [http://admin:{SECRET}@minio:9000]\n")
+    seen = refused(conf_dir)
+    assert "key 's3.endpoint_url' must be a string" in seen and SECRET not in seen
+
+
+def test_lineage_known_to_config_is_silver_lineage():
+    from strata.config import SOURCE_LINEAGE
+    from strata.transforms.silver import LINEAGE
+
+    assert tuple(LINEAGE) == SOURCE_LINEAGE
+
+
+def test_config_cli_prints_keys_one_per_line(capsys, monkeypatch):
+    from strata.config import main
+
+    monkeypatch.setenv("STRATA_CONF_DIR", str(CONF))
+    assert main(["--env", "local", "lake.engine", "lake.delta_spark_jars", "spark.master"]) == 0
+    assert capsys.readouterr().out == "delta-rs\n\nlocal[2]\n"
+    assert main(["--env", "local", "spark.nope"]) == 1
+    assert "no key 'spark.nope'" in capsys.readouterr().err

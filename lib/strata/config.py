@@ -3,16 +3,25 @@
 Datasets live in conf/datasets/<name>.yaml and models in conf/models/<name>.yaml, so onboarding a
 dataset is a config change. Every error is one line naming the key and the file it came from, and
 is raised before Spark starts.
+
+Loading checks types first (_build), then meaning (_check_meaning): names are plain and every
+table name is unique in the lake, schema types are Spark SQL types, keys and partition columns
+exist, the gold analysis keeps the partition columns, and every SQL expression of a dataset parses
+(sqlglot, Spark dialect: no JVM) and names only columns it can see. An error never shows a value
+that came from the environment or sits under a key that looks like a credential.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
@@ -177,6 +186,7 @@ def load_config(env: str, conf_dir: str | Path | None = None,
     merged["env"] = env
     merged["project_root"] = str(conf_dir.parent)
     config = _build(Config, merged, (), origins)
+    config = _check_meaning(config, origins)
     return dataclasses.replace(
         config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)),
         quality=dataclasses.replace(config.quality, data_docs_dir=_resolve_root(
@@ -234,7 +244,12 @@ def _apply_env_overrides(merged: dict, environ: typing.Mapping[str, str],
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {name}: '{'.'.join(path)}' is not a section")
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            # The parser's message quotes the value, which may hold credentials.
+            raise ConfigError(f"environment variable {name}: not a valid YAML value "
+                              f"(value not shown; quote it to pass a string)") from None
         origins[path] = f"environment variable {name}"
 
 
@@ -274,7 +289,7 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], origins: dict) -> Any:
 
     def fail(expected: str) -> typing.NoReturn:
         raise ConfigError(f"{_where(path, origins)}: key '{key}' must be {expected}, "
-                          f"got {value!r} ({type(value).__name__})")
+                          f"got {_shown(value, path, origins)}")
 
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -317,26 +332,287 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], origins: dict) -> Any:
     raise ConfigError(f"{key}: unsupported config type {tp}")  # a bug in this module, not in config
 
 
+# --- what values an error may show -------------------------------------------------------------
+
+# A key whose name holds one of these carries a credential: its value is never shown.
+SECRET_KEY_WORDS = ("secret", "password", "passwd", "token", "key_id", "access_key", "access.key",
+                    "credential", "private")
+_URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+def _shown(value: Any, path: tuple[str, ...], origins: dict, with_type: bool = True) -> str:
+    """A config value as an error shows it: its repr (and type) when it comes from a file, else
+    only its type (from the environment, under a credential-looking key, or a URL with
+    user:password@)."""
+    kind = type(value).__name__
+    name = path[-1].lower() if path else ""
+    if (_where(path, origins).startswith("environment variable")
+            or any(word in name for word in SECRET_KEY_WORDS) or _has_credentials(value)):
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} (value not shown)"
+    return f"{value!r} ({kind})" if with_type else repr(value)
+
+
+def _has_credentials(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_URL_CREDENTIALS.search(value))
+    if isinstance(value, dict):
+        return any(_has_credentials(k) or _has_credentials(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_credentials(v) for v in value)
+    return False
+
+
+# --- meaning: checked after the types, still before Spark --------------------------------------
+
+# Dataset and analysis names become table paths (<root>/<layer>/<name>) and SQL identifiers.
+NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+NAME_RULE = "lowercase letters, digits and _, starting with a letter"
+# Column names: Spark resolves them ignoring case; a leading _ is kept for lineage columns.
+COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+COLUMN_RULE = "letters, digits and _, starting with a letter; names starting with _ are lineage"
+# What silver casts to (transforms/silver.py: try_cast, try_to_timestamp for timestamp and date).
+SPARK_TYPES = ("string", "int", "integer", "bigint", "long", "smallint", "short", "tinyint", "byte",
+               "double", "float", "real", "boolean", "date", "timestamp", "timestamp_ntz", "binary",
+               "decimal")
+_DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\Z")
+# Lineage columns silver keeps on every row (transforms/silver.py LINEAGE), visible to derive,
+# and the two silver adds after deriving, visible to gold.
+SOURCE_LINEAGE = ("_source_key", "_source_etag", "_source_row", "_source_version", "_ingested_at")
+REFINED_LINEAGE = ("_refined_on", "_refined_run_id")
+# Spark SQL functions that pyspark.sql.functions has no wrapper for (cast functions, SQL forms).
+_SQL_ONLY_FUNCTIONS = frozenset(SPARK_TYPES) | {"if", "iff", "std", "mod", "decode", "java_method",
+                                               "reflect", "stack", "any", "some", "every", "bool_or",
+                                               "bool_and", "char", "position", "ifnull", "nvl", "nvl2"}
+
+
+def _check_meaning(config: Config, origins: dict) -> Config:
+    """The checks the types cannot make. Returns the config with schema types normalised."""
+    datasets = {key: _check_dataset(key, dataset, origins) for key, dataset in config.datasets.items()}
+    _check_tables_unique(datasets, origins)
+    return dataclasses.replace(config, datasets=datasets)
+
+
+def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetConfig:
+    base = ("datasets", key)
+
+    def fail(sub: tuple[str, ...], message: str) -> typing.NoReturn:
+        path = base + sub
+        raise ConfigError(f"{_where(path, origins)}: key '{'.'.join(path)}' {message}")
+
+    def show(sub: tuple[str, ...], value: Any) -> str:
+        return _shown(value, base + sub, origins, with_type=False)
+
+    if not NAME.match(dataset.name):
+        fail(("name",), f"must be a plain name ({NAME_RULE}), got {show(('name',), dataset.name)}")
+    if dataset.name != key:
+        fail(("name",), f"is {show(('name',), dataset.name)} but the file is {key}.yaml: they must match")
+
+    # silver's columns: the schema, then the derived ones; lower case -> name as written
+    columns: dict[str, str] = {}
+    if not dataset.schema:
+        fail(("schema",), "must name at least one column")
+    schema = {}
+    for column, spark_type in dataset.schema.items():
+        _check_column_name(column, columns, lambda message: fail(("schema",), message))
+        normal = _spark_type(spark_type)
+        if normal is None:
+            fail(("schema", column), f"is not a Spark SQL type: {show(('schema', column), spark_type)}; "
+                                     f"expected one of {', '.join(SPARK_TYPES)}, decimal(p,s)")
+        schema[column] = normal
+
+    visible = {c.lower(): c for c in SOURCE_LINEAGE} | dict(columns)
+    for column, expression in dataset.derive.items():
+        _check_column_name(column, columns, lambda message: fail(("derive",), message))
+        _check_sql(expression, visible, lambda message, c=column: fail(("derive", c), message))
+        visible[column.lower()] = column  # later derived columns see this one
+
+    if not dataset.keys:
+        fail(("keys",), "must name at least one column")
+    for sub, names in (("keys", dataset.keys), ("partition_by", dataset.partition_by)):
+        for name in names:
+            if name.lower() not in columns:
+                fail((sub,), f"names unknown column {name!r}: not in 'schema' or 'derive'"
+                             f"{_did_you_mean(name, columns)}")
+
+    gold = dataset.gold
+    if gold is not None:
+        silver = visible | {c.lower(): c for c in REFINED_LINEAGE}
+        # the features table's columns: keys, partition columns, features, label
+        outputs = {c.lower(): c for c in [*dataset.keys, *dataset.partition_by]}
+        if gold.label is not None:
+            outputs["label"] = "label"
+        for column, expression in gold.features.items():
+            _check_column_name(column, outputs, lambda message: fail(("gold", "features"), message))
+            _check_sql(expression, silver, lambda message, c=column: fail(("gold", "features", c), message))
+        if gold.label is not None:
+            _check_sql(gold.label, silver, lambda message: fail(("gold", "label"), message))
+        analysis = gold.analysis
+        if analysis is not None:
+            sub = ("gold", "analysis")
+            if not NAME.match(analysis.name):
+                fail(sub + ("name",), f"must be a plain name ({NAME_RULE}), "
+                                      f"got {show(sub + ('name',), analysis.name)}")
+            for name in analysis.group_by:
+                if name.lower() not in silver:
+                    fail(sub + ("group_by",), f"names unknown column {name!r}{_did_you_mean(name, silver)}")
+            # gold replaces the analysis table's partitions of the dates it refines: the table is
+            # partitioned by the partition columns in group_by (jobs/gold.py analysis_table), and
+            # without them a second run cannot replace what the first one wrote.
+            missing = [c for c in dataset.partition_by if c not in analysis.group_by]
+            if missing:
+                fail(sub + ("group_by",),
+                     f"must hold the dataset's partition column{'s' if len(missing) > 1 else ''} "
+                     f"{', '.join(repr(c) for c in missing)}: the analysis table is partitioned by the "
+                     f"partition columns in group_by, and each gold run replaces the partitions it refines")
+            outputs = {c.lower(): c for c in analysis.group_by}
+            for column, expression in analysis.metrics.items():
+                _check_column_name(column, outputs, lambda message: fail(sub + ("metrics",), message))
+                _check_sql(expression, silver, lambda message, c=column: fail(sub + ("metrics", c), message))
+    return dataclasses.replace(dataset, schema=schema)
+
+
+def _check_column_name(column: str, seen: dict[str, str], fail: Callable[[str], typing.NoReturn]) -> None:
+    """A new column of a table: a plain name, not already one of `seen` (Spark ignores case)."""
+    if not COLUMN.match(column):
+        fail(f"column {column!r} must be a plain name ({COLUMN_RULE})")
+    if column.lower() in seen:
+        fail(f"column {column!r} is already a column ({seen[column.lower()]!r}; Spark ignores case in names)")
+    seen[column.lower()] = column
+
+
+def _spark_type(spark_type: str) -> str | None:
+    """The type in canonical form (lower case, no spaces), None if silver cannot cast to it."""
+    normal = re.sub(r"\s+", "", spark_type.lower())
+    if normal in SPARK_TYPES:
+        return normal
+    match = _DECIMAL.match(normal)
+    if match:
+        precision, scale = int(match.group(1)), int(match.group(2) or 0)
+        if 1 <= precision <= 38 and scale <= precision:
+            return normal
+    return None
+
+
+def _did_you_mean(name: str, known: dict[str, str]) -> str:
+    close = difflib.get_close_matches(name.lower(), list(known), n=1)
+    return f" (did you mean {known[close[0]]!r}?)" if close else ""
+
+
+def _check_sql(text: str, columns: dict[str, str], fail: Callable[[str], typing.NoReturn]) -> None:
+    """One Spark SQL expression that names only `columns` (lower case -> name) and known
+    functions. Parsed with sqlglot's Spark dialect: no JVM."""
+    import logging
+
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
+    # sqlglot logs a warning when it falls back to an opaque command; that is refused below.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    try:
+        trees = [tree for tree in sqlglot.parse(text, read="spark") if tree is not None]
+    except ParseError as exc:
+        fail(f"is not valid Spark SQL: {_parse_error(exc)}")
+    except TokenError:
+        fail("is not valid Spark SQL: it cannot be tokenized (an unclosed quote?)")
+    if len(trees) != 1:
+        fail(f"must be one SQL expression, got {'none' if not trees else f'{len(trees)} statements'}")
+    (tree,) = trees
+    if isinstance(tree, exp.Alias):
+        fail("must not alias its result: the key names the column")
+    allowed_top = (exp.Condition, exp.Filter, exp.IgnoreNulls, exp.RespectNulls, exp.Interval)
+    if not isinstance(tree, allowed_top) or isinstance(tree, exp.Star) or any(
+            isinstance(node, (exp.Query, exp.Table, exp.Command, exp.DDL, exp.DML)) for node in tree.walk()):
+        fail("must be an expression over columns, not a query or a statement")
+    if any(isinstance(node, (exp.Placeholder, exp.Parameter)) for node in tree.walk()):
+        fail("is not valid Spark SQL: it has a parameter placeholder")
+    lambda_names = {param.name.lower() for node in tree.find_all(exp.Lambda) for param in node.expressions}
+    for column in tree.find_all(exp.Column):
+        parts = [part.name for part in column.parts]
+        root = parts[0]
+        if root.lower() in columns or (len(parts) == 1 and root.lower() in lambda_names):
+            continue
+        fail(f"names unknown column {'.'.join(parts)!r}{_did_you_mean(root, columns)}")
+    for function in tree.find_all(exp.Anonymous):
+        name = str(function.name)
+        if name.lower() not in _spark_functions():
+            suggestion = difflib.get_close_matches(name.lower(), sorted(_spark_functions()), n=1)
+            fail(f"calls unknown function {name!r}"
+                 + (f" (did you mean {suggestion[0]!r}?)" if suggestion else ""))
+
+
+def _parse_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None) or []
+    if not errors:
+        return " ".join(str(exc).split())
+    first = errors[0]
+    # "... missing for <class 'sqlglot.expressions.temporal.TsOrDsToDate'>" -> "... for TsOrDsToDate"
+    description = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", str(first.get("description") or "syntax error"))
+    return f"{description} (line {first.get('line')}, column {first.get('col')})"
+
+
+@functools.lru_cache(maxsize=None)
+def _spark_functions() -> frozenset[str]:
+    """Names of Spark SQL functions sqlglot does not model: pyspark.sql.functions wraps nearly all
+    of them (importing it starts no JVM), plus the SQL-only ones."""
+    from pyspark.sql import functions
+
+    return frozenset(name.lower() for name in dir(functions) if not name.startswith("_")) | _SQL_ONLY_FUNCTIONS
+
+
+def _check_tables_unique(datasets: dict[str, DatasetConfig], origins: dict) -> None:
+    """Each (layer, name) of the lake belongs to one table: the datasets' own tables first (in
+    name order), then the analysis tables."""
+    owners: dict[tuple[str, str], str] = {}
+
+    def claim(layer: str, name: str, owner: str, path: tuple[str, ...]) -> None:
+        if (layer, name) in owners:
+            raise ConfigError(f"{_where(path, origins)}: key '{'.'.join(path)}' names table {layer}/{name}, "
+                              f"already {owners[(layer, name)]}")
+        owners[(layer, name)] = owner
+
+    for key in sorted(datasets):
+        dataset, path = datasets[key], ("datasets", key, "name")
+        for layer in ("bronze", "silver", "quarantine"):
+            claim(layer, dataset.name, f"the {layer} table of dataset {dataset.name!r}", path)
+        if dataset.gold is not None:
+            claim("gold", f"{dataset.name}_features", f"the features table of dataset {dataset.name!r}", path)
+            claim("quarantine", f"{dataset.name}_features",
+                  f"the features quarantine table of dataset {dataset.name!r}", path)
+    for key in sorted(datasets):
+        dataset = datasets[key]
+        if dataset.gold is not None and dataset.gold.analysis is not None:
+            name, path = dataset.gold.analysis.name, ("datasets", key, "gold", "analysis", "name")
+            claim("gold", name, f"the analysis table of dataset {dataset.name!r}", path)
+            claim("quarantine", name, f"the analysis quarantine table of dataset {dataset.name!r}", path)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m strata.config --env ENV KEY` prints one setting (spark-submit.sh uses it)."""
+    """`python -m strata.config --env ENV KEY [KEY...]` prints settings, one per line, an unset one
+    as an empty line (spark-submit.sh reads the ones it needs in one go)."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description="Print a configuration value.")
+    parser = argparse.ArgumentParser(description="Print configuration values, one per line.")
     parser.add_argument("--env", required=True)
-    parser.add_argument("key", help="dotted key, e.g. spark.master")
+    parser.add_argument("keys", nargs="+", metavar="key", help="dotted key, e.g. spark.master")
     args = parser.parse_args(argv)
     try:
-        node: Any = load_config(args.env)
-        for part in args.key.split("."):
-            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        config = load_config(args.env)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
-    except (AttributeError, KeyError):
-        print(f"config error: no key '{args.key}'", file=sys.stderr)
-        return 1
-    print("" if node is None else node)
+    values = []
+    for key in args.keys:
+        node: Any = config
+        try:
+            for part in key.split("."):
+                node = node[part] if isinstance(node, dict) else getattr(node, part)
+        except (AttributeError, KeyError):
+            print(f"config error: no key '{key}'", file=sys.stderr)
+            return 1
+        values.append("" if node is None else str(node))
+    print("\n".join(values))
     return 0
 
 

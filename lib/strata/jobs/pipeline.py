@@ -59,7 +59,7 @@ def run(ctx: JobContext) -> dict:
                               silver.quarantine_table(gold_last.name))}
         for job, body in STAGES:
             # Each stage commits under its own job name, all under the pipeline's run id.
-            stage = dataclasses.replace(ctx, job=job, tables={}, counts={}, _lake=None,
+            stage = dataclasses.replace(ctx, job=job, tables={}, _lake=None,
                                         args=argparse.Namespace(**{**vars(ctx.args), "dataset": name}))
             try:
                 skip = (job != "ingest" and stages[f"{name}.ingest"]["objects_new"] == 0
