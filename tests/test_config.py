@@ -276,3 +276,9 @@ def test_config_cli_prints_keys_one_per_line(capsys, monkeypatch):
     assert capsys.readouterr().out == "delta-rs\n\nlocal[2]\n"
     assert main(["--env", "local", "spark.nope"]) == 1
     assert "no key 'spark.nope'" in capsys.readouterr().err
+
+
+
+def test_version_by_names_known_columns(conf_dir):
+    edit_dataset(conf_dir, "trips", lambda c: c.update(version_by=["_ingested_at", "_source_verison"]))
+    assert re.search(r"trips.yaml: .*version_by.*_source_verison", refused(conf_dir))

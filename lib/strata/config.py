@@ -433,6 +433,10 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
             if name.lower() not in columns:
                 fail((sub,), f"names unknown column {name!r}: not in 'schema' or 'derive'"
                              f"{_did_you_mean(name, columns)}")
+    for name in dataset.version_by:
+        if name.lower() not in visible:
+            fail(("version_by",), f"names unknown column {name!r}: not in 'schema', 'derive' or the lineage "
+                                  f"columns {list(SOURCE_LINEAGE)}{_did_you_mean(name, visible)}")
 
     gold = dataset.gold
     if gold is not None:
