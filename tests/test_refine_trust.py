@@ -133,9 +133,10 @@ def test_a_redelivered_object_with_content_hash_keys_counts_a_corrected_trip_onc
     hashed = conf_with(tmp_path, lambda text: text.replace("keys: [trip_id]", "keys: [trip_key]").replace(
         "derive:\n", "derive:\n  trip_key: \"sha2(concat_ws('|', vendor_id, pickup_at, dropoff_at, fare_amount), 256)\"\n"))
     lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket, conf_dir=hashed)
-    lake.put("2024/01/10/a.csv", trip("k1"), trip("k2"))
+    lake.put("2024/01/10/a.csv", trip("k1"), trip("k2", "2024-01-01 11:00:00"))
     lake.day(D1)
-    lake.put("2024/01/10/a.csv", trip("k1", fare=12.0), trip("k2"))  # a corrected fare is a new key
+    assert len(lake.table("silver/trips", ["trip_key"])) == 2
+    lake.put("2024/01/10/a.csv", trip("k1", fare=12.0), trip("k2", "2024-01-01 11:00:00"))  # a new key for k1
     lake.day(D2)
     rows = lake.table("silver/trips", ["trip_id", "fare_amount"])
     assert sorted((r["trip_id"], r["fare_amount"]) for r in rows) == [("k1", 12.0), ("k2", 10.0)]
