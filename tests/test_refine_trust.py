@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import subprocess
 
 import boto3
 import pyarrow as pa
@@ -13,7 +15,7 @@ from deltalake import DeltaTable
 
 from strata.demo_data import COLUMNS
 from strata.errors import QualityGateBlocked
-from strata.jobs import gold, ingest, silver
+from strata.jobs import gold, ingest, pipeline, silver
 
 from conftest import REPO, job_context
 
@@ -30,13 +32,15 @@ def trip(trip_id, pickup="2024-01-01 10:00:00", minutes=10, fare=10.0, vendor=1)
 class Lake:
     """One test lake: objects in a bucket, jobs run by date, tables read with deltalake."""
 
-    def __init__(self, spark, tmp_path, endpoint, bucket, conf_dir=None):
+    def __init__(self, spark, tmp_path, endpoint, bucket, conf_dir=None, gates=True):
         self.spark, self.root, self.conf_dir = spark, tmp_path / "lake", conf_dir
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         self.bucket = bucket
+        # gates off where a test is not about them: silver and gold then skip Great Expectations
         self.environ = {"STRATA_LAKE__ROOT": str(self.root), "STRATA_S3__ENDPOINT_URL": endpoint,
                         "STRATA_DATASETS__TRIPS__SOURCE__BUCKET": bucket,
-                        "STRATA_QUALITY__DATA_DOCS_DIR": str(tmp_path / "docs")}
+                        "STRATA_QUALITY__DATA_DOCS_DIR": str(tmp_path / "docs"),
+                        "STRATA_QUALITY__GATES": str(gates).lower()}
 
     def put(self, key, *lines):
         self.s3.put_object(Bucket=self.bucket, Key=f"trips/{key}", Body=("\n".join([",".join(COLUMNS), *lines]) + "\n").encode())
@@ -66,7 +70,7 @@ class Lake:
 
 @pytest.fixture
 def lake(spark, tmp_path, s3_endpoint, s3_bucket):
-    return Lake(spark, tmp_path, s3_endpoint, s3_bucket)
+    return Lake(spark, tmp_path, s3_endpoint, s3_bucket, gates=False)
 
 
 def conf_with(tmp_path, edit):
@@ -127,12 +131,10 @@ def test_a_redelivered_object_replaces_what_its_earlier_version_contributed(lake
 
 
 def test_a_redelivered_object_with_content_hash_keys_counts_a_corrected_trip_once(spark, tmp_path, s3_endpoint,
-                                                                                    s3_bucket, monkeypatch):
-    monkeypatch.setenv("STRATA_EXPECTATIONS_DIR", str(expectations_with(tmp_path, "gold", "trips_features", lambda items: [
-        e["kwargs"].update(column="trip_key") for e in items if e["kwargs"].get("column") == "trip_id"])))
+                                                                                    s3_bucket):
     hashed = conf_with(tmp_path, lambda text: text.replace("keys: [trip_id]", "keys: [trip_key]").replace(
         "derive:\n", "derive:\n  trip_key: \"sha2(concat_ws('|', vendor_id, pickup_at, dropoff_at, fare_amount), 256)\"\n"))
-    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket, conf_dir=hashed)
+    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket, conf_dir=hashed, gates=False)
     lake.put("2024/01/10/a.csv", trip("k1"), trip("k2", "2024-01-01 11:00:00"))
     lake.day(D1)
     assert len(lake.table("silver/trips", ["trip_key"])) == 2
@@ -143,12 +145,8 @@ def test_a_redelivered_object_with_content_hash_keys_counts_a_corrected_trip_onc
     assert lake.daily_trips() == {"2024-01-01": 2}
 
 
-def test_null_keys_are_quarantined_and_reruns_change_nothing(spark, tmp_path, s3_endpoint, s3_bucket, monkeypatch):
-    # without the suite's own not-null rule: the built-in one still holds
-    monkeypatch.setenv("STRATA_EXPECTATIONS_DIR", str(expectations_with(tmp_path, "silver", "trips", lambda items: [
-        items.remove(e) for e in list(items)
-        if e["type"] == "expect_column_values_to_not_be_null" and e["kwargs"]["column"] == "trip_id"])))
-    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket)
+def test_null_keys_are_quarantined_and_reruns_change_nothing(lake):
+    # gates off: no suite rule on trip_id, the built-in one holds
     lake.put("2024/01/10/a.csv", trip("k1"), trip(""), trip(""), trip("k2"))
     lake.run(ingest, D1)
     first = lake.run(silver, D1)
@@ -164,7 +162,7 @@ def test_null_keys_are_quarantined_and_reruns_change_nothing(spark, tmp_path, s3
 
 def test_a_rule_added_later_removes_now_failing_rows_from_silver_on_rerun(spark, tmp_path, s3_endpoint, s3_bucket,
                                                                            monkeypatch):
-    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket)
+    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket)  # gates on: the rule is the point
     lake.put("2024/01/10/a.csv", *[trip(f"k{i}", fare=10.0 + i) for i in range(1, 7)])
     lake.run(ingest, D1)
     lake.run(silver, D1)
@@ -193,7 +191,7 @@ def test_gold_gates_both_tables_before_publishing_either(spark, tmp_path, s3_end
 
 
 def test_a_date_without_new_data_is_a_clean_no_op_unless_freshness_is_required(spark, tmp_path, s3_endpoint, s3_bucket):
-    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket)
+    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket, gates=False)
     lake.put("2024/01/10/a.csv", trip("k1"))
     lake.day(D1)
     days = lake.day(D2)
@@ -213,3 +211,31 @@ def test_silver_that_does_not_reconcile_commits_nothing(lake, monkeypatch):
     with pytest.raises(silver.NotReconciled, match="3 bronze rows read but 2 accounted for"):
         lake.run(silver, D1)
     assert not (lake.root / "silver").exists() and not (lake.root / "quarantine").exists()
+
+
+@pytest.mark.slow
+def test_the_pipeline_never_skips_a_stage_whose_last_run_failed(spark, tmp_path, s3_endpoint, s3_bucket):
+    lake = Lake(spark, tmp_path, s3_endpoint, s3_bucket)
+    lake.put("2024/01/10/a.csv", trip("k1"), trip("k2", "2024-01-01 11:00:00"))
+
+    def pipeline_stages():
+        ctx = job_context(lake.spark, "pipeline", None, D1, lake.environ)
+        ctx.args.dataset = ["trips"]
+        return pipeline.run(ctx)["stages"]
+
+    assert "features" in pipeline_stages()["trips.gold"]
+    # a standalone gold run of the date is blocked by a rule added since
+    blocking = expectations_with(tmp_path, "gold", "trips_daily_zone", lambda items: items.append({
+        "type": "expect_column_values_to_be_between", "kwargs": {"column": "trips", "max_value": 0},
+        "meta": {"severity": "error"}}))
+    env = {**os.environ, **lake.environ, "STRATA_EXPECTATIONS_DIR": str(blocking)}
+    blocked = subprocess.run([str(REPO / "spark-submit.sh"), "gold", "--env", "local", "--dataset", "trips",
+                              "--run-date", D1.isoformat()], env=env, cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+    assert blocked.returncode == 2, blocked.stderr[-2000:]
+    failures = lake.table("ops/failed_runs")
+    assert [(r["job"], r["dataset"], r["status"]) for r in failures] == [("gold", "trips", "blocked")]
+    # nothing new arrived, silver is done, but gold's last run failed: it runs again
+    stages = pipeline_stages()
+    assert "skipped" in stages["trips.silver"] and "features" in stages["trips.gold"]
+    assert "skipped" in pipeline_stages()["trips.gold"]  # and once it succeeded, it is done
