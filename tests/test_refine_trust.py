@@ -128,6 +128,11 @@ def test_a_redelivered_object_replaces_what_its_earlier_version_contributed(lake
     # bronze keeps both versions' lineage
     versions = {(r["trip_id"], r["_source_version"]) for r in lake.table("bronze/trips", ["trip_id", "_source_version"])}
     assert versions == {("k1", 1), ("k2", 1), ("k3", 1), ("k1", 2), ("k2", 2)}
+    # a backfill of the first date does not bring the withdrawn or the uncorrected rows back
+    counts = lake.run(silver, D1)
+    assert counts["superseded_objects"] == 1 and counts["superseded_rows"] == 3 and counts["reconciled"]
+    rows = lake.silver()
+    assert set(rows) == {"k1", "k2"} and rows["k1"]["fare_amount"] == 12.0
 
 
 def test_a_redelivered_object_with_content_hash_keys_counts_a_corrected_trip_once(spark, tmp_path, s3_endpoint,

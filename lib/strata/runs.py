@@ -40,4 +40,5 @@ def last_failure(lake: Lake, dataset: str, job: str, run_date: dt.date) -> dt.da
     latest = (lake.read(FAILED_RUNS)
               .where((F.col("dataset") == dataset) & (F.col("job") == job) & (F.col("run_date") == F.lit(run_date)))
               .agg(F.max("failed_at").alias("at")).first().at)
-    return latest.replace(tzinfo=dt.timezone.utc) if latest is not None else None
+    # Spark hands timestamps back as naive datetimes in the driver's local time zone
+    return latest.astimezone(dt.timezone.utc) if latest is not None else None

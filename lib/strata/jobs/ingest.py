@@ -2,7 +2,8 @@
 
 Bronze is its own manifest: each row carries the (key, ETag) of the object it came from, in the
 same atomic commit as the data, so an object is either fully in bronze or not at all. Objects
-that yield no rows (empty, or unreadable) are recorded in ops.ingest_errors with the reason.
+that yield no rows (empty, or permanently unreadable) are recorded in ops.ingest_errors with the
+reason; transient failures are not recorded, so the next run reads those objects again.
 A changed object (same key, new ETag) is ingested again with the next _source_version.
 
 One pass on the executors (strata.sources.ingest_task): each task reads, parses and writes its
@@ -77,11 +78,11 @@ def config_fingerprint(dataset: DatasetConfig) -> str:
 
 @dataclass(frozen=True)
 class KnownObjects:
-    """The objects already accounted for, as of the versions read (the ingest commits are fenced
-    by them: a concurrent ingest that committed since makes this one conflict)."""
+    """The objects already accounted for, as of the bronze version read (the bronze commit is fenced
+    by it: a concurrent ingest that committed since makes this one conflict). A concurrent run may
+    record the same failed object twice in ops.ingest_errors: harmless, the newest version counts."""
     latest: dict[str, tuple[int, str]]  # key -> (version, ETag) of its newest accounted-for version
     bronze_read: ReadSet
-    errors_read: ReadSet
 
     def is_new(self, obj: RawObject) -> bool:
         """New unless its current ETag is the newest version seen: A -> B -> A is a new version."""
@@ -113,7 +114,7 @@ def known_objects(lake: Lake, dataset: DatasetConfig) -> KnownObjects:
             union = union.unionByName(frame)
         newest = union.groupBy("key").agg(F.max_by(F.struct("version", "etag"), "version").alias("v"))
         latest = {row.key: (row.v.version, row.v.etag) for row in newest.collect()}
-    return KnownObjects(latest, ReadSet(reads[bronze]), ReadSet(reads[errors]))
+    return KnownObjects(latest, ReadSet(reads[bronze]))
 
 
 def bronze_schema(dataset: DatasetConfig) -> T.StructType:
@@ -205,6 +206,10 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
         by_status[s.status].append(s)
     ok, failed, empty = by_status[OBJECT_OK], by_status[OBJECT_FAILED], by_status[OBJECT_EMPTY]
     deferred, denied = by_status[OBJECT_DEFERRED], by_status[OBJECT_DENIED]
+    if denied and (ok or failed or empty):
+        # Some objects were readable: the environment works, these objects are refused (e.g. a
+        # key policy). Not recorded: read again next run, and reported.
+        deferred, denied = deferred + denied, []
     rows_read, corrupt = sum(s.records for s in ok), sum(s.corrupt for s in ok)
     counts.update(objects_ingested=len(ok), objects_empty=len(empty), objects_failed=len(failed),
                   objects_deferred=len(deferred), rows_read=rows_read, rows_written=rows_read - corrupt,
@@ -256,5 +261,4 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
         versions = {o.key: known.next_version(o.key) for o in new}
         lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
             [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at,
-              versions[s.key], fingerprint) for s in failed + empty], INGEST_ERRORS_SCHEMA),
-            known.errors_read if not staged.files else None)
+              versions[s.key], fingerprint) for s in failed + empty], INGEST_ERRORS_SCHEMA))

@@ -5,7 +5,9 @@ replaces that date's quarantine records, so the job is idempotent per run date. 
 are ordered by the dataset's version_by (ingest time, then object version): a re-run of an older
 date never replaces a newer row (stale_skipped). Rows that earlier versions of a re-delivered
 object put in silver, and records that now fail a rule, are retracted in the same commit.
-Reconciles before committing: bronze rows read = upserted + duplicates dropped + quarantined.
+Rows of objects that bronze holds a newer version of are superseded, never refined again.
+Reconciles before committing: bronze rows read = upserted + duplicates dropped + quarantined +
+superseded.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def run(ctx: JobContext) -> dict:
     counts["dataset"] = dataset.name
     try:
         bronze_all = lake.read(bronze_table(dataset))
-        bronze = bronze_all.where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date"))
+        bronze = _current_versions(bronze_all, bronze_all.where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date")),
+                                   counts)
         typed = T.prepare(bronze, dataset, ctx.run_date, ctx.run_id).persist()
         try:
             _refine(ctx, dataset, bronze_all, bronze, typed, now, counts)
@@ -60,12 +63,29 @@ def run(ctx: JobContext) -> dict:
     return counts
 
 
+def _current_versions(bronze_all: DataFrame, batch: DataFrame, counts: dict) -> DataFrame:
+    """The batch without the rows of objects that bronze has a newer version of: a re-run of an
+    older date must not bring back what a re-delivery retracted. They count as superseded."""
+    objects = batch.select("_source_key", "_source_version").distinct()
+    stale = (objects.join(T.newest_versions(bronze_all, objects), "_source_key")
+             .where(F.col("_source_version") < F.col("_newest_version"))
+             .select("_source_key", "_source_version").collect())  # one row per stale object
+    counts.update(superseded_objects=len(stale), superseded_rows=0)
+    if not stale:
+        return batch
+    current = batch.join(F.broadcast(batch.sparkSession.createDataFrame(stale, objects.schema)),
+                         ["_source_key", "_source_version"], "left_anti")
+    counts["superseded_rows"] = batch.count() - current.count()
+    return current
+
+
 def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bronze: DataFrame, typed: DataFrame,
             now: dt.datetime, counts: dict) -> None:
     lake, target, quarantine = ctx.lake, silver_table(dataset), quarantine_table(dataset.name)
-    counts.update(bronze_rows_read=bronze.count(), duplicates_dropped=typed.where(F.col(T.DUP_RANK) > 1).count())
+    counts.update(bronze_rows_read=bronze.count() + counts["superseded_rows"],
+                  duplicates_dropped=typed.where(F.col(T.DUP_RANK) > 1).count())
     counts["no_new_data"] = counts["bronze_rows_read"] == 0
-    if counts["no_new_data"]:
+    if counts["bronze_rows_read"] == counts["superseded_rows"]:
         counts.update(upserted=0, quarantined=0, reconciled=True)
         return
     latest = typed.where(F.col(T.DUP_RANK) == 1)
@@ -89,11 +109,11 @@ def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bron
 
     # Reconciled before anything is committed: a run whose counts do not add up publishes nothing.
     counts.update(upserted=upserted.count(), quarantined=quarantined.count())
-    accounted = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"]
+    accounted = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"] + counts["superseded_rows"]
     counts["reconciled"] = accounted == counts["bronze_rows_read"]
     if not counts["reconciled"]:
         raise NotReconciled(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but {accounted} "
-                            "accounted for (upserted + duplicates + quarantined); nothing was committed")
+                            "accounted for (upserted + duplicates + quarantined + superseded); nothing was committed")
 
     # Rows silver must no longer hold: those of earlier versions of re-delivered objects, and
     # records that fail a rule now (a rule added since they were refined).

@@ -120,7 +120,7 @@ class DeltaRsLake(Lake):
         missing = [c for c in [*keys, *(newer_by or [])] if c not in df.columns]
         if missing:
             raise SchemaMismatchError(f"{table.qualified_name}: upsert columns {missing} are not columns of the frame")
-        source = df.persist()
+        cached = source = df.persist()
         ranked = None
         try:
             any_null = F.lit(False)
@@ -153,14 +153,17 @@ class DeltaRsLake(Lake):
                 winners, skipped = source, 0
             adds = self._write_files(table, unchanged.unionByName(winners), partition_by)
             removes = [_remove(f) for f in current_files]
-            read = ReadSet(delta.version(), frozenset(touched) if touched is not None else None)
+            # What it read: the whole table when it looked keys or retracted rows up everywhere
+            # (a concurrent write of the same key into another partition must conflict).
+            whole = touched is None or not set(partition_by) <= set(keys) or retract is not None
+            read = ReadSet(delta.version(), None if whole else frozenset(touched))
             result = self._commit(table, delta, adds, removes, "append", source.schema, "UPSERT", read,
                                   replaced=_keys_to_dicts(touched, partition_by) if touched is not None else [])
             return dataclasses.replace(result, rows_skipped=skipped, rows_retracted=retracted)
         finally:
             if ranked is not None:
                 ranked.unpersist()
-            source.unpersist()
+            cached.unpersist()  # not `source`: conforming made it a projection of the cached frame
 
     def _touched_partitions(self, delta: DeltaTable, snapshot: list[dict], source: DataFrame, keys: list[str],
                             partition_by: tuple[str, ...], retract: DataFrame | None) -> set[PartitionKey] | None:
@@ -260,7 +263,7 @@ class DeltaRsLake(Lake):
                 self.path(table), Schema.from_arrow(to_arrow_schema(schema)), adds, mode="error",
                 partition_by=list(table.partition_by) or None, storage_options=self.storage_options,
                 commit_properties=self._commit_properties(commit_id, _changed_partitions(adds, [])))
-        except delta_errors.DeltaError as exc:
+        except Exception as exc:  # noqa: BLE001 - a DeltaError, or a lost response (OSError): look it up
             if not self.exists(table):
                 raise LakeError(f"{table.qualified_name}: create failed: {_first_line(exc)}; "
                                 "nothing was committed") from None
@@ -290,10 +293,14 @@ class DeltaRsLake(Lake):
                     partition_by=list(partition_by) or None, commit_properties=properties)
             except delta_errors.SchemaMismatchError as exc:
                 raise SchemaMismatchError(f"{table.qualified_name}: {_first_line(exc)}") from None
-            except delta_errors.CommitFailedError:
+            except delta_errors.CommitFailedError as exc:
                 version = self._find_commit(table, commit_id, base)
-                if version is None:  # a genuine concurrent commit: check it, then try again on top of it
+                if version is None:
                     latest = self._delta(table)
+                    if latest.version() == base:  # no concurrent commit: a failure of its own
+                        raise LakeError(f"{table.qualified_name}: commit failed: {_first_line(exc)}; "
+                                        "nothing was committed") from None
+                    # a genuine concurrent commit: check it, then try again on top of it
                     self._check_conflicts(table, read, base, latest.version(), removes, partition_by)
                     delta = latest
                     continue
@@ -304,8 +311,9 @@ class DeltaRsLake(Lake):
                                     "nothing was committed (its log entry is not there)") from None
             else:
                 version = self._find_commit(table, commit_id, base)
-                if version is None:
-                    raise LakeError(f"{table.qualified_name}: commit {commit_id} not found in the log after committing")
+                if version is None:  # it succeeded: never report it as "nothing committed"
+                    raise CommitOutcomeUnknown(f"{table.qualified_name}: commit {commit_id} succeeded but is not "
+                                               "found in the log after committing")
             return self._result(table, version, operation, adds, removes, replaced or [])
         raise ConflictError(f"{table.qualified_name}: {MAX_COMMIT_ATTEMPTS} concurrent commits in a row won over "
                             "this one; nothing was committed, re-run")

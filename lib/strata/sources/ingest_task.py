@@ -12,8 +12,9 @@ Object statuses: ok (record and corrupt counts); empty; failed (permanent: the o
 cannot be read as the dataset, with the reason and the records read before the failure);
 deferred (transient: throttling, 5xx, resets, timeouts still failing after object_read_attempts
 reads, or the object changed or vanished since it was listed: read again by the next run, never
-recorded as handled); denied (the executor has no access or no credentials: a failure of the
-environment, not of the object, which fails the run).
+recorded as handled); denied (the executor has no access or no credentials: when no object of the
+run could be read, a failure of the environment that fails the run; otherwise deferred like a
+transient failure).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ OBJECT_OK, OBJECT_EMPTY, OBJECT_FAILED = "ok", "empty", "failed"
 OBJECT_DEFERRED, OBJECT_DENIED = "deferred", "denied"
 # S3 error codes that say the caller may not read, whatever the object: the environment is wrong.
 ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                 "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
+                 "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"}
 OBJECT_BUFFER_BYTES = 64 << 20
 
 RESULT_SCHEMA = pa.schema([
@@ -123,6 +124,8 @@ def _s3_failure(exc: ClientError | BotoCoreError) -> tuple[str, str]:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ACCESS_ERRORS or status in (401, 403):
             return OBJECT_DENIED, f"access denied: {code or status}: {error.get('Message', '')}".rstrip(": ")
+        if code == "InvalidObjectState":  # archived (e.g. Glacier): the object, not the environment
+            return OBJECT_FAILED, f"not readable in its storage class: {code}"
         if code in ("PreconditionFailed", "412") or status == 412:
             return OBJECT_DEFERRED, "changed since it was listed"
         if code in ("NoSuchKey", "404") or status == 404:

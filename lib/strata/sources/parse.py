@@ -23,6 +23,7 @@ import tempfile
 import zlib
 from typing import Any, Iterator
 
+from botocore.exceptions import BotoCoreError
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,6 +156,8 @@ def _text_records(client, bucket: str, key: str, etag: str, fmt: str,
     try:
         lines = _lines(text)
         yield from (_csv_records(lines, columns) if fmt.startswith("csv") else _json_records(lines, columns))
+    except BotoCoreError:
+        raise  # a transfer failure (botocore's read timeout is an OSError too): transient, not the data
     except (EOFError, OSError, zlib.error) as exc:
         raise UnreadableObject(f"corrupt or truncated compressed data: {exc}") from None
     except UnicodeDecodeError:

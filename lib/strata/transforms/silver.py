@@ -79,6 +79,12 @@ def prepare(bronze: DataFrame, dataset, run_date, run_id: str) -> DataFrame:
             .withColumn("_refined_run_id", F.lit(run_id)))
 
 
+def newest_versions(bronze: DataFrame, objects: DataFrame) -> DataFrame:
+    """_source_key, _newest_version: the newest version in bronze of each object of `objects`."""
+    return (bronze.join(F.broadcast(objects.select("_source_key").distinct()), "_source_key")
+            .groupBy("_source_key").agg(F.max("_source_version").alias("_newest_version")))
+
+
 def superseded_records(bronze: DataFrame, redelivered: DataFrame) -> DataFrame:
     """RECORD_ID of the rows that earlier versions of re-delivered objects contributed
     (redelivered: _source_key, _source_version of the new versions)."""
