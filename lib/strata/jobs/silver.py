@@ -122,6 +122,9 @@ def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bron
     if redelivered.limit(1).count():
         retract = retract.unionByName(T.superseded_records(bronze_all, redelivered))
     commit = lake.upsert(target, upserted, keys=dataset.keys, newer_by=dataset.version_by, retract=retract)
-    lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
+    written = lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
+    if written.rows_added != counts["quarantined"]:  # the frame was counted, then computed again to write
+        raise NotReconciled(f"silver {dataset.name}: {counts['quarantined']} rows to quarantine were counted but "
+                            f"{written.rows_added} written to {quarantine.qualified_name}")
     counts.update(stale_skipped=commit.rows_skipped, retracted=commit.rows_retracted,
                   silver_files_rewritten=commit.files_removed)
