@@ -276,7 +276,6 @@ def probes(s3, endpoint: str, keys: list[str], sample: bytes, rows_per_object: i
     import pyarrow.csv as pacsv
     from strata.demo_data import COLUMNS
     from strata.sources import parse
-    from strata.sources.s3 import S3Settings
 
     rows = []
     with timed() as t:
@@ -285,14 +284,13 @@ def probes(s3, endpoint: str, keys: list[str], sample: bytes, rows_per_object: i
                  f"{size / t.seconds / 1e6:.0f} MB/s from the local endpoint"))
 
     columns = list(COLUMNS)
-    settings = S3Settings(endpoint, "us-east-1")
     client = _OneObjectClient(sample)
 
     def best_of_3(fast: bool) -> float:
         best = float("inf")
         for _ in range(3):
             with timed() as t:
-                parsed = sum(b.num_rows for b in parse.read_object(client, settings, BUCKET, "x/a.csv", "etag",
+                parsed = sum(b.num_rows for b in parse.read_object(client, BUCKET, "x/a.csv", "etag",
                                                                    "csv", columns, fast=fast))
             best = min(best, t.seconds)
         assert parsed == rows_per_object, (parsed, rows_per_object)

@@ -66,6 +66,16 @@ def lake_root(request, tmp_path):
     return f"s3://{bucket}/lake", endpoint
 
 
+def conf_with(tmp_path, edit):
+    """A copy of conf/ whose trips dataset was changed by edit(text) -> text."""
+    import shutil
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    path = conf / "datasets" / "trips.yaml"
+    path.write_text(edit(path.read_text()))
+    return str(conf)
+
+
 def job_context(spark, job, dataset, run_date, environ, conf_dir=None, **args):
     """A JobContext on the test session (no spark-submit), configured by env-style overrides."""
     import argparse

@@ -38,7 +38,7 @@ def put(s3, bucket: str, key: str, body: bytes) -> str:
 
 
 def parsed(s3_endpoint, s3, bucket: str, key: str, etag: str, fast: bool) -> pa.Table:
-    batches = list(read_object(s3, S3Settings(s3_endpoint, "us-east-1"), bucket, key, etag,
+    batches = list(read_object(s3, bucket, key, etag,
                                object_format(key, "auto"), list(COLUMNS), fast=fast))
     return pa.Table.from_batches(batches)
 
@@ -166,7 +166,7 @@ def test_parquet_reads_batch_by_batch_from_the_spool(s3_endpoint, s3_bucket, s3,
     rows = 20_000  # three batches, five row groups
     key = "trips/big.parquet"
     etag = put(s3, s3_bucket, key, parquet_object(range(rows), row_group_size=4096))
-    batches = list(read_object(s3, S3Settings(s3_endpoint, "us-east-1"), s3_bucket, key, etag, "parquet",
+    batches = list(read_object(s3, s3_bucket, key, etag, "parquet",
                                list(COLUMNS)))
     assert len(batches) > 1 and all(b.num_rows <= parse.BATCH_ROWS for b in batches)
     table = pa.Table.from_batches(batches)

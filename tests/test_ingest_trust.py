@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 
 from urllib.parse import unquote
@@ -19,7 +18,7 @@ from strata.demo_data import COLUMNS
 from strata.jobs import ingest
 from strata.lake import SchemaMismatchError
 
-from conftest import REPO, job_context
+from conftest import REPO, conf_with, job_context
 from faults import Fault, serve
 
 RUN_DATE = dt.date(2024, 1, 5)
@@ -53,15 +52,6 @@ def run_ingest(spark, lake_root, endpoint, bucket, conf_dir=None, **extra):
 
 def bronze_rows(lake_root, columns=("_source_key", "_source_etag", "_source_version", "trip_id")):
     return DeltaTable(str(lake_root / "bronze" / "trips")).to_pyarrow_table(columns=list(columns)).to_pylist()
-
-
-def conf_with(tmp_path, edit) -> str:
-    """A copy of conf/ whose trips dataset was changed by edit(text) -> text."""
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    path = conf / "datasets" / "trips.yaml"
-    path.write_text(edit(path.read_text()))
-    return str(conf)
 
 
 def test_object_that_changes_a_b_a_is_ingested_again_as_a_new_version(spark, tmp_path, s3_endpoint, s3_bucket, s3):

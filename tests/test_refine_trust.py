@@ -17,7 +17,7 @@ from strata.demo_data import COLUMNS
 from strata.errors import QualityGateBlocked
 from strata.jobs import gold, ingest, pipeline, silver
 
-from conftest import REPO, job_context
+from conftest import REPO, conf_with, job_context
 
 D1, D2 = dt.date(2024, 1, 10), dt.date(2024, 1, 11)
 
@@ -71,14 +71,6 @@ class Lake:
 @pytest.fixture
 def lake(spark, tmp_path, s3_endpoint, s3_bucket):
     return Lake(spark, tmp_path, s3_endpoint, s3_bucket, gates=False)
-
-
-def conf_with(tmp_path, edit):
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    path = conf / "datasets" / "trips.yaml"
-    path.write_text(edit(path.read_text()))
-    return conf
 
 
 def expectations_with(tmp_path, layer, table, change):

@@ -107,11 +107,11 @@ def _ingest_object(client, spec: IngestSpec, shared: PartitionedWriter, key: str
 def _read_into(rows: "_ObjectRows", client, spec: IngestSpec, key: str, etag: str) -> None:
     fmt = object_format(key, spec.configured_format)
     try:
-        rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns)))
+        rows.take(read_object(client, spec.bucket, key, etag, fmt, list(spec.columns)))
     except NeedsLineParser:
         rows.discard()
         rows.reset()
-        rows.take(read_object(client, spec.settings, spec.bucket, key, etag, fmt, list(spec.columns), fast=False))
+        rows.take(read_object(client, spec.bucket, key, etag, fmt, list(spec.columns), fast=False))
 
 
 def _s3_failure(exc: ClientError | BotoCoreError) -> tuple[str, str]:

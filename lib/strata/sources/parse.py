@@ -30,7 +30,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from strata.sources.s3 import S3Settings
 
 BATCH_ROWS = 8192
 CSV_BLOCK_BYTES = 1 << 20  # the fast path reads (and holds) about this much CSV text at a time
@@ -66,12 +65,11 @@ def object_format(key: str, configured: str) -> str:
     raise UnreadableObject(f"unsupported object type (by extension): {key.rsplit('/', 1)[-1]}")
 
 
-def read_object(client, settings: S3Settings, bucket: str, key: str, etag: str, fmt: str,
+def read_object(client, bucket: str, key: str, etag: str, fmt: str,
                 columns: list[str], fast: bool = True) -> Iterator[pa.RecordBatch]:
     """The object's records as record_schema batches. Raises UnreadableObject, botocore errors,
     and (fast=True, CSV only) NeedsLineParser. Every format is read at `etag`: an object replaced
-    since it was listed fails with a 412 PreconditionFailed ClientError. (settings: no reader needs
-    it any more; kept for the callers.)"""
+    since it was listed fails with a 412 PreconditionFailed ClientError."""
     if fmt == "parquet":
         return _parquet_batches(client, bucket, key, etag, columns)
     if fast and fmt.startswith("csv"):
