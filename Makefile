@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: venv
-	$(PY) -m strata.demo --env local
+	$(PY) -m strata_dev.demo --env local
 
 test: venv
 	$(PY) -m pytest

@@ -120,7 +120,7 @@ def expected_counts(rows: int, gates: bool) -> dict[str, int]:
 def bronze_frame(spark, rows: int, days: int, rows_per_object: int, partitions: int):
     """The bronze table's rows (the ingest job's schema and column order) for RUN_DATE."""
     from pyspark.sql import functions as F
-    from strata.demo_data import COLUMNS
+    from strata_dev.demo_data import COLUMNS
 
     ident = F.col("id")
     code = ident % 1000
@@ -196,9 +196,9 @@ def bronze_frame(spark, rows: int, days: int, rows_per_object: int, partitions: 
 def write_bronze(spark, root: Path, rows: int, days: int, rows_per_object: int) -> tuple[Any, float]:
     """The bronze table in a lake at root; (its TableSpec, seconds)."""
     from strata.config import load_config
-    from strata.jobs.ingest import bronze_table
+    from strata import catalog
     from strata.lake.delta_rs import DeltaRsLake
-    table = bronze_table(load_config("local", environ={}).dataset(DATASET))
+    table = catalog.bronze(load_config("local", environ={}).dataset(DATASET))
     lake = DeltaRsLake(spark, str(root), job="bench.gates", run_id="bench-bronze",
                        run_date=RUN_DATE.isoformat())
     partitions = spark.sparkContext.defaultParallelism * 8  # like the ingest job's parse tasks
@@ -429,8 +429,8 @@ def breakdown(run: SilverRun) -> tuple[dict[str, float], dict[str, int]]:
 # ---- checks ---------------------------------------------------------------------------------
 def check_run(run: SilverRun, rows: int, results_rows_expected: int, label: str | None = None) -> list[str]:
     """Problems with a run's counts and tables; empty when right."""
-    from strata.jobs import silver
-    from strata.quality import QUALITY_RESULTS
+    from strata import catalog
+    from strata.catalog import QUALITY_RESULTS
     label = label or f"gates {'on' if run.gates else 'off'} (run {run.repeat_index + 1})"
     c = run.counts
     problems = []
@@ -444,11 +444,11 @@ def check_run(run: SilverRun, rows: int, results_rows_expected: int, label: str 
         if c.get(key) != want:
             problems.append(f"{label}: {key} is {c.get(key)}, planted {want:,}")
     lake, dataset = run.ctx.lake, run.ctx.config.dataset(DATASET)
-    silver_rows = lake.row_count(silver.silver_table(dataset))
+    silver_rows = lake.row_count(catalog.silver(dataset))
     if silver_rows != c["upserted"]:
         problems.append(f"{label}: silver.trips holds {silver_rows:,} rows (Delta log), the job upserted "
                         f"{c['upserted']:,}")
-    quarantine_rows = lake.row_count(silver.quarantine_table(DATASET))
+    quarantine_rows = lake.row_count(catalog.quarantine_of(catalog.silver(dataset)))
     if quarantine_rows != c["quarantined"]:
         problems.append(f"{label}: quarantine.trips holds {quarantine_rows:,} rows, the job quarantined "
                         f"{c['quarantined']:,}")
@@ -466,9 +466,9 @@ def candidate_frame(spark, lake, dataset):
     """(candidate, typed): the frame silver validates (the job's own prepare step) and the
     cached, counted frame it filters."""
     from pyspark.sql import functions as F
-    from strata.jobs.ingest import bronze_table
+    from strata import catalog
     from strata.transforms import silver as T
-    bronze = lake.read(bronze_table(dataset)).where(F.col("_ingest_date") == F.lit(RUN_DATE).cast("date"))
+    bronze = lake.read(catalog.bronze(dataset)).where(F.col("_ingest_date") == F.lit(RUN_DATE).cast("date"))
     typed = T.prepare(bronze, dataset, RUN_DATE, "probe").persist()
     typed.count()
     # Like the job: the candidate is a filter over the cached typed batch.

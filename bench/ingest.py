@@ -74,7 +74,7 @@ def layout(objects: int) -> tuple[int, int]:
 
 def clean_spec(objects: int, rows_per_object: int, seed: int = 7):
     """Plain CSV, no planted problems: every object parses the same way on both sides."""
-    from strata.demo_data import DemoDataSpec
+    from strata_dev.demo_data import DemoDataSpec
     days, per_day = layout(objects)
     return DemoDataSpec(days=days, objects_per_day=per_day, rows_per_object=rows_per_object, seed=seed,
                         formats=("csv",), anomaly_rate=0.0, null_rate=0.0, negative_distance_rate=0.0,
@@ -84,7 +84,7 @@ def clean_spec(objects: int, rows_per_object: int, seed: int = 7):
 
 def put_objects(s3, bucket: str, objects, local_dir: Path | None) -> int:
     """Upload under PREFIX/ (and write the same bytes flat into local_dir); returns bytes."""
-    from strata.demo_data import _ensure_bucket  # the generator's own bucket helper
+    from strata_dev.demo_data import _ensure_bucket  # the generator's own bucket helper
     _ensure_bucket(s3, bucket)
     if local_dir is not None:
         local_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def probes(s3, endpoint: str, keys: list[str], sample: bytes, rows_per_object: i
     """Context for the breakdown: the cost of the raw S3 GETs and of the job's two CSV parsers,
     in one process (the driver), against pyarrow's CSV reader on the same bytes."""
     import pyarrow.csv as pacsv
-    from strata.demo_data import COLUMNS
+    from strata_dev.demo_data import COLUMNS
     from strata.sources import parse
 
     rows = []
@@ -319,7 +319,7 @@ def probes(s3, endpoint: str, keys: list[str], sample: bytes, rows_per_object: i
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Before Spark starts, so its Python workers inherit the placeholder credentials.
-    from strata.local_s3 import LocalS3, use_local_credentials
+    from strata_dev.local_s3 import LocalS3, use_local_credentials
     use_local_credentials()
     server = LocalS3().start()
     spark = None
@@ -339,7 +339,7 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
     import pyspark
     import deltalake
     from deltalake import DeltaTable
-    from strata.demo_data import generate
+    from strata_dev.demo_data import generate
 
     n_objects, per_object = args.objects, args.rows_per_object
     rows = n_objects * per_object
@@ -492,8 +492,8 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
 
 
 def _bronze_spec(ctx):
-    from strata.jobs import ingest
-    return ingest.bronze_table(ctx.config.dataset("trips"))
+    from strata import catalog
+    return catalog.bronze(ctx.config.dataset("trips"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Before Spark starts, so its Python workers inherit them too.
-from strata.local_s3 import use_local_credentials  # noqa: E402
+from strata_dev.local_s3 import use_local_credentials  # noqa: E402
 
 use_local_credentials()
 
@@ -42,7 +42,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    from strata.local_s3 import LocalS3
+    from strata_dev.local_s3 import LocalS3
 
     with LocalS3() as server:
         yield server.endpoint_url

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from strata.demo_data import COLUMNS, DemoDataSpec, RawObject, generate, manifest_key, upload
+from strata_dev.demo_data import COLUMNS, DemoDataSpec, RawObject, generate, manifest_key, upload
 
 SPEC = DemoDataSpec(start_date=date(2024, 1, 15), days=2, objects_per_day=4, rows_per_object=1_000, seed=7)
 INTS = {"vendor_id", "passenger_count", "rate_code", "pickup_zone", "dropoff_zone", "payment_type"}
@@ -250,7 +250,7 @@ def test_upload_to_local_endpoint(s3_endpoint, s3_bucket):
 def test_cli_uploads_and_prints_a_json_summary(s3_endpoint, s3_bucket, tmp_path):
     out = tmp_path / "manifest.json"
     result = subprocess.run(
-        [sys.executable, "-m", "strata.demo_data", "--endpoint-url", s3_endpoint, "--bucket", s3_bucket,
+        [sys.executable, "-m", "strata_dev.demo_data", "--endpoint-url", s3_endpoint, "--bucket", s3_bucket,
          "--prefix", "trips", "--days", "1", "--objects-per-day", "4", "--rows-per-object", "100",
          "--seed", "3", "--manifest-out", str(out)],
         capture_output=True, text=True, timeout=120, check=True)

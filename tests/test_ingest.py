@@ -19,7 +19,8 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from strata.demo_data import COLUMNS, DemoDataSpec, upload
+from strata import catalog
+from strata_dev.demo_data import COLUMNS, DemoDataSpec, upload
 from strata.jobs import ingest
 from strata.sources.s3 import SourceError
 
@@ -66,7 +67,7 @@ def test_ingest_accounts_for_every_record(spark, tmp_path, s3_endpoint, s3_bucke
     assert counts["corrupt_rows"] == totals["malformed_lines"]
     assert counts["rows_written"] + counts["corrupt_rows"] == counts["rows_read"]
 
-    table = ctx.lake.read(ingest.bronze_table(ctx.config.dataset("trips")))
+    table = ctx.lake.read(catalog.bronze(ctx.config.dataset("trips")))
     assert table.count() == counts["rows_read"]
     assert bronze(tmp_path).to_pyarrow_table().num_rows == counts["rows_read"]  # independent reader
     assert bronze(tmp_path).metadata().partition_columns == ["_ingest_date"]
@@ -84,7 +85,7 @@ def test_ingest_accounts_for_every_record(spark, tmp_path, s3_endpoint, s3_bucke
         == totals["negative_distance"]
     assert trips.where(F.col("trip_id").isin(*demo.bad_zones)).count() == totals["bad_zones"]
     # unreadable and empty objects: recorded with key, ETag and reason
-    errors = {r.key: r for r in ctx.lake.read(ingest.INGEST_ERRORS).collect()}
+    errors = {r.key: r for r in ctx.lake.read(catalog.INGEST_ERRORS).collect()}
     assert set(errors) == set(unreadable)
     statuses = {r.status for r in errors.values()}
     assert statuses == {"failed", "empty"}
@@ -112,7 +113,7 @@ def test_changed_object_is_ingested_again_once_as_a_new_version(spark, tmp_path,
     s3.put_object(Bucket=s3_bucket, Key=key, Body=new_body.encode())
     counts, ctx = run_ingest(spark, tmp_path, s3_endpoint, s3_bucket)
     assert counts["objects_new"] == 1 and counts["rows_written"] == 1
-    rows = ctx.lake.read(ingest.bronze_table(ctx.config.dataset("trips"))).where(F.col("_source_key") == key)
+    rows = ctx.lake.read(catalog.bronze(ctx.config.dataset("trips"))).where(F.col("_source_key") == key)
     assert {(r._source_version, r._source_etag != "") for r in rows.select("_source_version", "_source_etag").distinct().collect()} \
         == {(1, True), (2, True)}
     assert rows.where("_source_version = 2").select("trip_id").collect()[0].trip_id == "x-1"
@@ -122,7 +123,7 @@ def test_changed_object_is_ingested_again_once_as_a_new_version(spark, tmp_path,
 
 def test_each_format_lands_as_it_came(spark, tmp_path, s3_endpoint, s3_bucket, s3, demo):
     _, ctx = run_ingest(spark, tmp_path, s3_endpoint, s3_bucket)
-    table = ctx.lake.read(ingest.bronze_table(ctx.config.dataset("trips")))
+    table = ctx.lake.read(catalog.bronze(ctx.config.dataset("trips")))
     objects = [o for o in demo.to_dict()["objects"] if not o["unreadable"]]
     for fmt in ("csv", "csv.gz", "jsonl", "parquet"):
         obj = next(o for o in objects if o["format"] == fmt and o["malformed_lines"] == 0)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
-from strata.demo_data import COLUMNS
+from strata_dev.demo_data import COLUMNS
 from strata.lake.files import Location
 from strata.sources.ingest_task import OBJECT_DEFERRED, OBJECT_FAILED, OBJECT_OK, IngestSpec, ingest_task
 from strata.sources import parse

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from strata.demo_data import COLUMNS
+from strata_dev.demo_data import COLUMNS
 from strata.jobs import ingest
 from strata.lake import SchemaMismatchError
 

@@ -332,7 +332,8 @@ GATE_SUITE = [
 def test_run_gate_records_results_and_docs(spark, tmp_path, caplog):
     from strata.lake.base import TableSpec
     from strata.lake.delta_rs import DeltaRsLake
-    from strata.quality import QUALITY_RESULTS, run_gate
+    from strata.catalog import QUALITY_RESULTS
+    from strata.quality import run_gate
 
     write_suite(tmp_path / "exp", "silver", "items", GATE_SUITE)
     lake = DeltaRsLake(spark, str(tmp_path / "lake"), job="t", run_id="r")

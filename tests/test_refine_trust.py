@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from strata.demo_data import COLUMNS
+from strata_dev.demo_data import COLUMNS
 from strata.errors import QualityGateBlocked
 from strata.jobs import gold, ingest, pipeline, silver
 

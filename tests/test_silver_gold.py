@@ -14,10 +14,11 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from strata.demo_data import DemoDataSpec, upload
+from strata import catalog
+from strata.catalog import QUALITY_RESULTS
+from strata_dev.demo_data import DemoDataSpec, upload
 from strata.errors import QualityGateBlocked
 from strata.jobs import gold, ingest, pipeline, silver
-from strata.quality import QUALITY_RESULTS
 
 from conftest import REPO, job_context
 
@@ -55,14 +56,14 @@ def test_silver_reconciles_quarantines_and_gold_publishes(spark, demo, environ, 
     assert counts["upserted"] == totals["trips"] - rejected
 
     lake = ctx.lake
-    table = lake.read(silver.silver_table(ctx.config.dataset("trips")))
+    table = lake.read(catalog.silver(ctx.config.dataset("trips")))
     assert table.count() == counts["upserted"]
     assert table.where(F.col("trip_id").isin(*demo.negative_distance)).count() == 0
     assert table.where(F.col("trip_id").isin(*demo.anomalies)).count() == len(demo.anomalies)  # kept: for anomaly detection
     assert dict(table.dtypes)["pickup_at"] == "timestamp" and dict(table.dtypes)["trip_distance"] == "double"
     assert DeltaTable(str(tmp_path / "lake" / "silver" / "trips")).metadata().partition_columns == ["event_date"]
 
-    quarantine = lake.read(silver.quarantine_table("trips"))
+    quarantine = lake.read(catalog.quarantine_of(catalog.silver(ctx.config.dataset("trips"))))
     reasons = quarantine.select(F.explode("failed_rules").alias("rule")).groupBy("rule").count().collect()
     by_rule = {r.rule: r["count"] for r in reasons}
     assert sum(n for rule, n in by_rule.items() if rule.startswith("corrupt record")) == totals["malformed_lines"]
@@ -81,12 +82,12 @@ def test_silver_reconciles_quarantines_and_gold_publishes(spark, demo, environ, 
 
     gold_counts, gold_ctx = stage(spark, gold, environ)
     assert gold_counts["partitions"] == SPEC.days
-    features = gold_ctx.lake.read(gold.features_table(gold_ctx.config.dataset("trips")))
+    features = gold_ctx.lake.read(catalog.features(gold_ctx.config.dataset("trips")))
     assert features.count() == counts["upserted"]
     labelled = features.where("label is not null")
     assert labelled.count() == table.where("payment_type = 1").count()
     assert {"speed_mph", "fare_per_mile", "pickup_hour", "pickup_weekday", "label"} <= set(features.columns)
-    daily = gold_ctx.lake.read(gold.analysis_table(gold_ctx.config.dataset("trips")))
+    daily = gold_ctx.lake.read(catalog.analysis(gold_ctx.config.dataset("trips")))
     assert daily.agg(F.sum("trips")).first()[0] == counts["upserted"]
     assert daily.groupBy("event_date", "pickup_zone").count().where("count > 1").count() == 0
 
@@ -95,9 +96,9 @@ def test_silver_and_gold_are_idempotent_per_run_date(spark, demo, environ):
     stage(spark, ingest, environ)
     first, ctx = stage(spark, silver, environ)
     stage(spark, gold, environ)
-    spec = silver.silver_table(ctx.config.dataset("trips"))
+    spec = catalog.silver(ctx.config.dataset("trips"))
     snapshot = ctx.lake.read(spec).drop("_refined_run_id")
-    features_spec = gold.features_table(ctx.config.dataset("trips"))
+    features_spec = catalog.features(ctx.config.dataset("trips"))
     features = ctx.lake.read(features_spec)
     version = ctx.lake.version(spec)
 
@@ -107,7 +108,7 @@ def test_silver_and_gold_are_idempotent_per_run_date(spark, demo, environ):
     assert_df_equality(ctx2.lake.read(spec).drop("_refined_run_id"), snapshot, ignore_row_order=True)
     assert_df_equality(ctx2.lake.read(features_spec), features, ignore_row_order=True)
     assert second["quarantined"] == first["quarantined"]
-    assert ctx2.lake.read(silver.quarantine_table("trips")).count() == first["quarantined"]
+    assert ctx2.lake.read(catalog.quarantine_of(catalog.silver(ctx.config.dataset("trips")))).count() == first["quarantined"]
 
 
 def strict_expectations(tmp_path, rule):
@@ -124,7 +125,7 @@ def strict_expectations(tmp_path, rule):
 def test_error_failure_blocks_and_leaves_silver_unchanged(spark, demo, environ, tmp_path, monkeypatch):
     stage(spark, ingest, environ)
     _, ctx = stage(spark, silver, environ)
-    spec = silver.silver_table(ctx.config.dataset("trips"))
+    spec = catalog.silver(ctx.config.dataset("trips"))
     version = ctx.lake.version(spec)
     monkeypatch.setenv("STRATA_EXPECTATIONS_DIR", str(strict_expectations(tmp_path, {
         "type": "expect_column_values_to_be_between", "kwargs": {"column": "trip_distance", "min_value": 0, "max_value": 1},
@@ -190,10 +191,10 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
     assert stages["sensors.gold"]["features"]["rows"] == 5
     assert set(ctx.tables) >= {"bronze.sensors", "silver.sensors", "gold.sensors_features", "gold.sensors_daily_site"}
     daily = {(str(r.reading_date), r.site): r for r in
-             ctx.lake.read(gold.analysis_table(ctx.config.dataset("sensors"))).collect()}
+             ctx.lake.read(catalog.analysis(ctx.config.dataset("sensors"))).collect()}
     assert daily[("2024-01-05", "north")].readings == 3 and daily[("2024-01-05", "south")].readings == 1
     assert daily[("2024-01-06", "south")].readings == 1
-    features = ctx.lake.read(gold.features_table(ctx.config.dataset("sensors")))
+    features = ctx.lake.read(catalog.features(ctx.config.dataset("sensors")))
     assert features.where("device_id = 'dev-4'").first().low_battery == 1
 
     # nothing new: the pipeline skips silver and gold and changes no table
@@ -217,7 +218,7 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
     stages = pipeline.run(later)["stages"]
     assert stages["sensors.ingest"]["objects_new"] == 0
     assert "skipped" not in stages["sensors.silver"] and "features" in stages["sensors.gold"]
-    silver_rows = later.lake.read(silver.silver_table(later.config.dataset("sensors")))
+    silver_rows = later.lake.read(catalog.silver(later.config.dataset("sensors")))
     assert silver_rows.where("device_id = 'dev-5'").count() == 1
 
 

@@ -25,6 +25,9 @@ from typing import Any, Callable, Literal
 
 import yaml
 
+from strata import catalog
+from strata.catalog import NAME, NAME_RULE
+
 ENVIRONMENTS = ("local", "dev", "prod")
 ENV_PREFIX = "STRATA_"
 # STRATA_<SECTION>__<KEY>[__<KEY>...] overrides one key; STRATA_ENV / STRATA_CONF_DIR are not keys.
@@ -364,9 +367,7 @@ def _has_credentials(value: Any) -> bool:
 
 # --- meaning: checked after the types, still before Spark --------------------------------------
 
-# Dataset and analysis names become table paths (<root>/<layer>/<name>) and SQL identifiers.
-NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-NAME_RULE = "lowercase letters, digits and _, starting with a letter"
+# Dataset and analysis names become table names (strata.catalog checks them too).
 # Column names: Spark resolves them ignoring case; a leading _ is kept for lineage columns.
 COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 COLUMN_RULE = "letters, digits and _, starting with a letter; names starting with _ are lineage"
@@ -460,7 +461,7 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
                 if name.lower() not in silver:
                     fail(sub + ("group_by",), f"names unknown column {name!r}{_did_you_mean(name, silver)}")
             # gold replaces the analysis table's partitions of the dates it refines: the table is
-            # partitioned by the partition columns in group_by (jobs/gold.py analysis_table), and
+            # partitioned by the partition columns in group_by (strata.catalog.analysis), and
             # without them a second run cannot replace what the first one wrote.
             missing = [c for c in dataset.partition_by if c not in analysis.group_by]
             if missing:
@@ -575,20 +576,14 @@ def _check_tables_unique(datasets: dict[str, DatasetConfig], origins: dict) -> N
                               f"already {owners[(layer, name)]}")
         owners[(layer, name)] = owner
 
-    for key in sorted(datasets):
-        dataset, path = datasets[key], ("datasets", key, "name")
-        for layer in ("bronze", "silver", "quarantine"):
-            claim(layer, dataset.name, f"the {layer} table of dataset {dataset.name!r}", path)
-        if dataset.gold is not None:
-            claim("gold", f"{dataset.name}_features", f"the features table of dataset {dataset.name!r}", path)
-            claim("quarantine", f"{dataset.name}_features",
-                  f"the features quarantine table of dataset {dataset.name!r}", path)
-    for key in sorted(datasets):
-        dataset = datasets[key]
-        if dataset.gold is not None and dataset.gold.analysis is not None:
-            name, path = dataset.gold.analysis.name, ("datasets", key, "gold", "analysis", "name")
-            claim("gold", name, f"the analysis table of dataset {dataset.name!r}", path)
-            claim("quarantine", name, f"the analysis quarantine table of dataset {dataset.name!r}", path)
+    tables = {key: catalog.dataset_tables(datasets[key]) for key in sorted(datasets)}
+    for analysis_tables in (False, True):
+        for key, roles in tables.items():
+            path = ("datasets", key, "gold", "analysis", "name") if analysis_tables else ("datasets", key, "name")
+            for role, table in roles.items():
+                if role.startswith("analysis") == analysis_tables:
+                    claim(table.layer, table.name, f"the {role.replace('_', ' ')} table of dataset "
+                                                   f"{datasets[key].name!r}", path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,7 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
     stages = STAGES.get(job)
     if not stages:
         return []
-    # The jobs' own table specs name the suites; importing them starts no JVM.
-    from strata.jobs import gold, ingest, silver
+    from strata import catalog
 
     selected = getattr(args, "dataset", None)
     names = [selected] if isinstance(selected, str) else (selected or sorted(config.datasets))
@@ -34,15 +33,13 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
         dataset = config.dataset(name)  # an unknown dataset is a ConfigError here, before Spark
         for stage in stages:
             if stage == "ingest":
-                wanted.append(("bronze", ingest.bronze_table(dataset).name))
+                wanted.append(catalog.suite_name(catalog.bronze(dataset)))
             elif not config.quality.gates:
                 continue
             elif stage == "silver":
-                wanted.append(("silver", silver.silver_table(dataset).name))
-            elif dataset.gold is not None:
-                wanted.append(("gold", gold.features_table(dataset).name))
-                if dataset.gold.analysis is not None:
-                    wanted.append(("gold", gold.analysis_table(dataset).name))
+                wanted.append(catalog.suite_name(catalog.silver(dataset)))
+            else:
+                wanted.extend(catalog.suite_name(table) for table in catalog.gold_tables(dataset))
     return wanted
 
 

@@ -62,7 +62,8 @@ from pyspark.sql import types as T
 
 from strata.config import QualityConfig
 from strata.errors import QualityGateBlocked
-from strata.lake.base import Lake, TableSpec
+from strata.catalog import QUALITY_RESULTS, TableSpec
+from strata.lake.base import Lake
 
 logger = logging.getLogger(__name__)
 
@@ -928,7 +929,6 @@ def split_rows(df: DataFrame, suite: ExpectationSuite) -> tuple[DataFrame, DataF
 
 # --- results rows --------------------------------------------------------------------------
 
-QUALITY_RESULTS = TableSpec("quality", "results")
 RESULTS_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType()),
     T.StructField("job", T.StringType()),

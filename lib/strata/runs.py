@@ -10,11 +10,11 @@ import logging
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from strata.lake import Lake, TableSpec
+from strata.catalog import FAILED_RUNS
+from strata.lake import Lake
 
 log = logging.getLogger(__name__)
 
-FAILED_RUNS = TableSpec("ops", "failed_runs")
 FAILED_RUNS_SCHEMA = T.StructType([
     T.StructField("dataset", T.StringType()), T.StructField("job", T.StringType()),
     T.StructField("run_date", T.DateType()), T.StructField("run_id", T.StringType()),

@@ -13,22 +13,13 @@ import datetime as dt
 from pyspark.sql import DataFrame, functions as F
 
 from strata.config import DatasetConfig
-from strata.jobs.silver import quarantine_table, silver_table
-from strata.lake import TableSpec, files
-from strata.quality import QUALITY_RESULTS, QUARANTINE_COLUMN, gate_and_split
+from strata import catalog
+from strata.catalog import QUALITY_RESULTS, TableSpec
+from strata.lake import files
+from strata.quality import QUARANTINE_COLUMN, gate_and_split
 from strata.runner import JobContext
 from strata.transforms import gold as T
 from strata.transforms.silver import quarantine_rows
-
-
-def features_table(dataset: DatasetConfig) -> TableSpec:
-    return TableSpec("gold", f"{dataset.name}_features", partition_by=tuple(dataset.partition_by))
-
-
-def analysis_table(dataset: DatasetConfig) -> TableSpec:
-    analysis = dataset.gold.analysis
-    return TableSpec("gold", analysis.name,
-                     partition_by=tuple(c for c in dataset.partition_by if c in analysis.group_by))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +38,7 @@ def publish(ctx: JobContext, frame: DataFrame, good: DataFrame, rejected: DataFr
     ones. Returns counts."""
     now = dt.datetime.now(dt.timezone.utc)
     commit = ctx.lake.overwrite_partitions(target, good, partitions=partitions)
-    quarantine = quarantine_table(target.name)
+    quarantine = catalog.quarantine_of(target)
     rejected_rows = rejected.withColumn("_source_key", F.lit(None).cast("string")).withColumn(
         "_source_row", F.lit(None).cast("long"))
     record = F.to_json(F.struct(*[F.col(c) for c in frame.columns]))
@@ -66,7 +57,7 @@ def partitions_to_rebuild(ctx: JobContext, dataset: DatasetConfig, silver: DataF
     columns = list(dataset.partition_by)
     refined = silver.where(F.col("_refined_on") == F.lit(ctx.run_date).cast("date")).select(*columns).distinct()
     found = {tuple(files.partition_value_string(v) for v in row) for row in refined.collect()}
-    changed = ctx.lake.changed_partitions(silver_table(dataset), ctx.run_date.isoformat()) or []
+    changed = ctx.lake.changed_partitions(catalog.silver(dataset), ctx.run_date.isoformat()) or []
     found |= {tuple(p.get(c) for c in columns) for p in changed}
     return [dict(zip(columns, key)) for key in sorted(found, key=lambda k: [str(v) for v in k])]
 
@@ -75,7 +66,7 @@ def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
     if dataset.gold is None:
         raise ValueError(f"dataset {dataset.name} has no gold section in its config")
-    silver = ctx.lake.read(silver_table(dataset))
+    silver = ctx.lake.read(catalog.silver(dataset))
     partitions = partitions_to_rebuild(ctx, dataset, silver)
     counts = ctx.counts
     counts.update({"dataset": dataset.name, "partitions": len(partitions), "no_new_data": not partitions})
@@ -87,22 +78,22 @@ def run(ctx: JobContext) -> dict:
     wanted = wanted.select(*[F.col(c).cast(silver.schema[c].dataType).alias(c) for c in columns])
     rows = silver.join(F.broadcast(wanted), on=[silver[c].eqNullSafe(wanted[c]) for c in columns], how="left_semi")
     gold = dataset.gold
-    outputs = [(features_table(dataset), T.features(rows, dataset.keys, columns, gold.features, gold.label))]
+    outputs = [(catalog.features(dataset), T.features(rows, dataset.keys, columns, gold.features, gold.label))]
     if gold.analysis:
-        outputs.append((analysis_table(dataset), T.aggregate(rows, gold.analysis.group_by, gold.analysis.metrics)))
+        outputs.append((catalog.analysis(dataset), T.aggregate(rows, gold.analysis.group_by, gold.analysis.metrics)))
     frames = [frame.persist() for _, frame in outputs]
     try:
         # Every table is gated before any is published: a block leaves all of them untouched.
         verdicts = [gate(ctx, frame, target) for frame, (target, _) in zip(frames, outputs)]
         for frame, (target, _), (good, rejected) in zip(frames, outputs, verdicts):
-            name = "features" if target == features_table(dataset) else "analysis"
+            name = "features" if target == catalog.features(dataset) else "analysis"
             counts[name] = publish(ctx, frame, good, rejected, target,
                                    [{c: p[c] for c in target.partition_by} for p in partitions])
     finally:
         for frame in frames:
             frame.unpersist()
         for target, _ in outputs:
-            for table in (target, quarantine_table(target.name), QUALITY_RESULTS):
+            for table in (target, catalog.quarantine_of(target), QUALITY_RESULTS):
                 if ctx.lake.exists(table):
                     ctx.record_table(table)
     return counts

@@ -25,11 +25,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+from strata import catalog
+from strata.catalog import INGEST_ERRORS, QUALITY_RESULTS
 from strata.config import DatasetConfig
 from strata.errors import QualityGateBlocked
-from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles, TableSpec
+from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles
 from strata.lake.files import FILE_SCHEMA
-from strata.quality import QUALITY_RESULTS, run_gate
+from strata.quality import run_gate
 from strata.runner import JobContext
 from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
                                         RESULT_SCHEMA, IngestSpec, ingest_task)
@@ -37,8 +39,6 @@ from strata.sources.s3 import RawObject, S3Settings, list_objects
 
 log = logging.getLogger(__name__)
 
-# Objects that yielded no rows (empty or permanently unreadable), judged under a config fingerprint.
-INGEST_ERRORS = TableSpec("ops", "ingest_errors", schema_evolution=True)
 INGEST_ERRORS_SCHEMA = T.StructType([
     T.StructField("dataset", T.StringType()), T.StructField("key", T.StringType()),
     T.StructField("etag", T.StringType()), T.StructField("status", T.StringType()),
@@ -58,11 +58,6 @@ class EnvironmentFailure(RuntimeError):
 
 class ConfigMismatch(RuntimeError):
     """No object of the run matches the dataset's declared columns: the config is the suspect."""
-
-
-def bronze_table(dataset: DatasetConfig) -> TableSpec:
-    return TableSpec("bronze", dataset.name, partition_by=("_ingest_date",),
-                     schema_evolution=dataset.schema_evolution)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +90,7 @@ class KnownObjects:
 def known_objects(lake: Lake, dataset: DatasetConfig) -> KnownObjects:
     """Per key, the newest version accounted for: in bronze, or recorded as empty/unreadable under
     the current config. One row per key reaches the driver, never one per record."""
-    bronze, errors = bronze_table(dataset), INGEST_ERRORS
+    bronze, errors = catalog.bronze(dataset), INGEST_ERRORS
     reads = {table: lake.read_version(table) for table in (bronze, errors)}
     frames = []
     if reads[bronze] >= 0:
@@ -131,7 +126,7 @@ def bronze_schema(dataset: DatasetConfig) -> T.StructType:
 def check_bronze_schema(lake: Lake, dataset: DatasetConfig) -> None:
     """Before anything is staged: the dataset's columns must fit bronze, or be new columns that
     schema evolution lets bronze take."""
-    table = bronze_table(dataset)
+    table = catalog.bronze(dataset)
     if not lake.exists(table):
         return
     have = {f.name for f in lake.read(table).schema.fields}
@@ -149,7 +144,7 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
                   known: KnownObjects, ingested_at: dt.datetime) -> tuple[StagedFiles, list]:
     """Executors read, parse and write the objects as staged bronze files (one pass, nothing
     through the driver). Returns the staged files and one status row per object."""
-    spark, bronze = ctx.spark, bronze_table(dataset)
+    spark, bronze = ctx.spark, catalog.bronze(dataset)
     schema = bronze_schema(dataset)
     spec = IngestSpec(settings, dataset.source.bucket, tuple(dataset.schema), dataset.source.format,
                       ctx.lake.staging_location(bronze), to_arrow_schema(schema), bronze.partition_by,
@@ -173,7 +168,7 @@ def run(ctx: JobContext) -> dict:
     ingested_at = dt.datetime.now(dt.timezone.utc)
     # Listing first: a bad endpoint, bucket or credentials fails before Spark starts.
     objects = list_objects(settings, dataset.source.bucket, dataset.source.prefix, dataset.source.pattern)
-    lake, bronze = ctx.lake, bronze_table(dataset)
+    lake, bronze = ctx.lake, catalog.bronze(dataset)
     check_bronze_schema(lake, dataset)
     known = known_objects(lake, dataset)
     new = [o for o in objects if known.is_new(o)]

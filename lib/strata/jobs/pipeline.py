@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import datetime as dt
 
+from strata import catalog
 from strata.errors import QualityGateBlocked
 from strata.jobs import gold, ingest, silver
 from strata.lake import Lake, TableSpec
@@ -50,13 +51,12 @@ def run(ctx: JobContext) -> dict:
     ctx.counts["datasets"] = datasets
     for name in datasets:
         dataset = ctx.config.dataset(name)
-        gold_last = gold.analysis_table(dataset) if dataset.gold and dataset.gold.analysis \
-            else gold.features_table(dataset)
+        gold_last = catalog.gold_tables(dataset)[-1] if dataset.gold else None
         # (source, main output, last table written) of the stages that can be skipped
-        skippable = {"silver": (ingest.bronze_table(dataset), silver.silver_table(dataset),
-                                silver.quarantine_table(dataset.name)),
-                     "gold": (silver.silver_table(dataset), gold.features_table(dataset),
-                              silver.quarantine_table(gold_last.name))}
+        skippable = {"silver": (catalog.bronze(dataset), catalog.silver(dataset),
+                                catalog.quarantine_of(catalog.silver(dataset))),
+                     "gold": (catalog.silver(dataset), catalog.features(dataset),
+                              catalog.quarantine_of(gold_last) if gold_last else None)}
         for job, body in STAGES:
             # Each stage commits under its own job name, all under the pipeline's run id.
             stage = dataclasses.replace(ctx, job=job, tables={}, _lake=None,

@@ -17,20 +17,11 @@ import datetime as dt
 from pyspark.sql import DataFrame, functions as F
 
 from strata.config import DatasetConfig
-from strata.jobs.ingest import bronze_table
-from strata.lake import TableSpec
-from strata.quality import QUALITY_RESULTS, QUARANTINE_COLUMN, gate_and_split
+from strata import catalog
+from strata.catalog import QUALITY_RESULTS
+from strata.quality import QUARANTINE_COLUMN, gate_and_split
 from strata.runner import JobContext
 from strata.transforms import silver as T
-
-
-def silver_table(dataset: DatasetConfig) -> TableSpec:
-    return TableSpec("silver", dataset.name, partition_by=tuple(dataset.partition_by),
-                     schema_evolution=dataset.schema_evolution)
-
-
-def quarantine_table(name: str) -> TableSpec:
-    return TableSpec("quarantine", name, partition_by=("quarantined_on",))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +34,12 @@ class NotReconciled(RuntimeError):
 
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
-    lake, target, quarantine = ctx.lake, silver_table(dataset), quarantine_table(dataset.name)
+    lake, target, quarantine = ctx.lake, catalog.silver(dataset), catalog.quarantine_of(catalog.silver(dataset))
     now = dt.datetime.now(dt.timezone.utc)
     counts = ctx.counts
     counts["dataset"] = dataset.name
     try:
-        bronze_all = lake.read(bronze_table(dataset))
+        bronze_all = lake.read(catalog.bronze(dataset))
         bronze = _current_versions(bronze_all, bronze_all.where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date")),
                                    counts)
         typed = T.prepare(bronze, dataset, ctx.run_date, ctx.run_id).persist()
@@ -81,7 +72,7 @@ def _current_versions(bronze_all: DataFrame, batch: DataFrame, counts: dict) -> 
 
 def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bronze: DataFrame, typed: DataFrame,
             now: dt.datetime, counts: dict) -> None:
-    lake, target, quarantine = ctx.lake, silver_table(dataset), quarantine_table(dataset.name)
+    lake, target, quarantine = ctx.lake, catalog.silver(dataset), catalog.quarantine_of(catalog.silver(dataset))
     counts.update(bronze_rows_read=bronze.count() + counts["superseded_rows"],
                   duplicates_dropped=typed.where(F.col(T.DUP_RANK) > 1).count())
     counts["no_new_data"] = counts["bronze_rows_read"] == 0

@@ -10,6 +10,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from strata.catalog import TableSpec
 from strata.lake import files
 
 
@@ -41,20 +42,6 @@ class ReadSet:
     write a ConflictError with nothing committed, instead of overlapping it silently."""
     version: int
     partitions: frozenset[tuple[str | None, ...]] | None = None
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """A table of the lake: <root>/<layer>/<name>."""
-    layer: str
-    name: str
-    partition_by: tuple[str, ...] = ()
-    # New nullable columns in a written frame are added to the table only when this is set.
-    schema_evolution: bool = False
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.layer}.{self.name}"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from strata.config import ConfigError, load_config
-from strata.local_s3 import LocalS3
+from strata_dev.local_s3 import LocalS3
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RUN_DATE = "2024-01-01"
@@ -34,7 +34,7 @@ def generate_raw_data(config, endpoint: str) -> dict[str, Any]:
     (same ETags), so the lake finds nothing new."""
     import boto3
 
-    from strata.demo_data import DemoDataSpec, upload
+    from strata_dev.demo_data import DemoDataSpec, upload
 
     source = config.dataset(DEMO_DATASET).source
     client = boto3.client("s3", endpoint_url=endpoint, region_name=config.s3.region)

@@ -2,7 +2,7 @@
 
     with LocalS3() as s3: ... s3.endpoint_url ...
 
-The server runs in a child process (python -m strata.local_s3): deltalake holds the GIL while it
+The server runs in a child process (python -m strata_dev.local_s3): deltalake holds the GIL while it
 waits on S3, so a server thread in the same interpreter would never answer it.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class LocalS3:
         with tempfile.TemporaryDirectory() as tmp:
             port_file = Path(tmp) / "port"
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "strata.local_s3", "--port", str(self.port), "--port-file", str(port_file)],
+                [sys.executable, "-m", "strata_dev.local_s3", "--port", str(self.port), "--port-file", str(port_file)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + self.start_timeout
             while not port_file.exists() or not port_file.read_text():

@@ -6,7 +6,7 @@ a manifest saying exactly what was broken so a test can check the pipeline recov
 
     objects, manifest = generate(DemoDataSpec(seed=7))        # pure: bytes + manifest
     manifest = upload(spec, boto3.client("s3"), "strata-raw", "trips")
-    python -m strata.demo_data --endpoint-url URL --bucket strata-raw --prefix trips
+    python -m strata_dev.demo_data --endpoint-url URL --bucket strata-raw --prefix trips
 
 Everything is drawn from one seeded numpy Generator, so a spec always yields byte-identical
 objects. Text objects hold no quoted fields, so a line-by-line reader (Spark's CSV default,
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
     import boto3
 
     if args.endpoint_url and urlparse(args.endpoint_url).hostname in ("127.0.0.1", "localhost"):
-        from strata.local_s3 import use_local_credentials
+        from strata_dev.local_s3 import use_local_credentials
 
         use_local_credentials()  # a local endpoint takes any credentials; never overrides real ones
     spec = DemoDataSpec(start_date=args.start_date, days=args.days, objects_per_day=args.objects_per_day,
