@@ -3,10 +3,10 @@ will gate with parse (an unknown expectation type, a misspelt kwarg or a missing
 in a second, not 30 s into a run).
 
 runner.run calls check(job, config, args) for every job; jobs that gate nothing check nothing.
-A job's suites follow its tables: ingest gates bronze/<dataset>; silver gates silver/<dataset>;
-gold gates gold/<dataset>_features and gold/<analysis name>; pipeline runs all three for each of
-its datasets. With quality.gates off, silver and gold validate nothing, so their suites are not
-required; ingest's bronze gate always runs.
+A job's suites follow the gated outputs of its stage (strata.stages): ingest gates
+bronze/<dataset>; silver gates silver/<dataset>; gold gates gold/<dataset>_features and
+gold/<analysis name>; pipeline runs every stage for each of its datasets. With quality.gates off,
+only the stages gated always (ingest's bronze gate) need their suites.
 """
 from __future__ import annotations
 
@@ -14,32 +14,22 @@ import argparse
 
 from strata.config import Config
 
-# job -> the stages whose suites it uses
-STAGES = {"ingest": ("ingest",), "silver": ("silver",), "gold": ("gold",),
-          "pipeline": ("ingest", "silver", "gold")}
-
 
 def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str, str]]:
     """(layer, table) of every suite `job` will load with these arguments, in run order."""
-    stages = STAGES.get(job)
-    if not stages:
-        return []
-    from strata import catalog
+    from strata import catalog, stages
 
+    declared = stages.STAGES if job == "pipeline" else tuple(s for s in [stages.stage(job)] if s)
+    if not declared:
+        return []
     selected = getattr(args, "dataset", None)
     names = [selected] if isinstance(selected, str) else (selected or sorted(config.datasets))
     wanted: list[tuple[str, str]] = []
     for name in names:
         dataset = config.dataset(name)  # an unknown dataset is a ConfigError here, before Spark
-        for stage in stages:
-            if stage == "ingest":
-                wanted.append(catalog.suite_name(catalog.bronze(dataset)))
-            elif not config.quality.gates:
-                continue
-            elif stage == "silver":
-                wanted.append(catalog.suite_name(catalog.silver(dataset)))
-            else:
-                wanted.extend(catalog.suite_name(table) for table in catalog.gold_tables(dataset))
+        for stage in stages.in_order(dataset, declared):
+            if stage.always_gated or config.quality.gates:
+                wanted.extend(catalog.suite_name(table) for table in stage.gated(dataset))
     return wanted
 
 

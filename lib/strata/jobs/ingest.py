@@ -25,13 +25,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
-from strata import catalog
+from strata import catalog, publish
 from strata.catalog import INGEST_ERRORS, QUALITY_RESULTS
 from strata.config import DatasetConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles
 from strata.lake.files import FILE_SCHEMA
-from strata.quality import run_gate
 from strata.runner import JobContext
 from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
                                         RESULT_SCHEMA, IngestSpec, ingest_task)
@@ -233,8 +232,7 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             raise RuntimeError(f"ingest {dataset.name}: {rows_read} records read but {staged.rows} staged")
         if staged.files:
             # The gate reads the staged files back: it validates exactly what will be committed.
-            run_gate(lake, lake.read_staged(staged), "bronze", dataset.name, staged.table, ctx.run_id, ctx.job,
-                     ctx.config.quality.data_docs_dir)
+            publish.gate(ctx, [(staged.table, lake.read_staged(staged))], always=True)
         committing = bool(staged.files)
         if committing:
             # Fenced by the bronze version the known objects were read at: if another ingest

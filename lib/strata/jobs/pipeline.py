@@ -1,23 +1,24 @@
-"""ingest -> silver -> gold for a run date, in one Spark application. Stops at the first stage
-that fails; the job then exits with that stage's code (2 for a blocking gate, 1 otherwise).
+"""Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
+Spark application, in the order their inputs and outputs give. Stops at the first stage that
+fails; the job then exits with that stage's code (2 for a blocking gate, 1 otherwise).
 
-When ingest finds no new objects and silver and gold already completed this run date after the
-last change to their source, they are skipped: a re-run with nothing new changes no table. A stage
-whose last run for the date failed (ops.failed_runs) is never skipped."""
+A stage that reads the lake is skipped when the stages before it brought no new data and it
+already completed this run date after the last change to its inputs: a re-run with nothing new
+changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
+skipped."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 
-from strata import catalog
+from strata import stages
+from strata.config import DatasetConfig
 from strata.errors import QualityGateBlocked
-from strata.jobs import gold, ingest, silver
 from strata.lake import Lake, TableSpec
 from strata.runner import JobContext
 from strata.runs import last_failure, record_failure
-
-STAGES = (("ingest", ingest.run), ("silver", silver.run), ("gold", gold.run))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,39 +42,48 @@ def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_d
         (failed is None or max(done) > failed)
 
 
+def can_skip(ctx: JobContext, dataset: DatasetConfig, stage: stages.Stage, done: dict[str, dict]) -> bool:
+    """A stage that reads the lake is skipped when no stage before it in this run brought new
+    data into its inputs and it already completed this run date after their last change."""
+    inputs = stage.inputs(dataset)
+    if not inputs:
+        return False
+    quiet = all(done[s.job].get("skipped") or done[s.job].get("no_new_data")
+                for s in stages.upstream(dataset, stage))
+    last_output = stage.outputs(dataset)[-1]
+    return quiet and all(up_to_date(ctx.lake, dataset.name, last_output, stage.job, ctx.run_date, source)
+                         for source in inputs)
+
+
 def run_status(exc: BaseException) -> str:
     return "blocked" if isinstance(exc, QualityGateBlocked) else "failed"
 
 
 def run(ctx: JobContext) -> dict:
     datasets = ctx.args.dataset or sorted(ctx.config.datasets)
-    stages: dict[str, dict] = ctx.counts.setdefault("stages", {})
+    results: dict[str, dict] = ctx.counts.setdefault("stages", {})
     ctx.counts["datasets"] = datasets
     for name in datasets:
         dataset = ctx.config.dataset(name)
-        gold_last = catalog.gold_tables(dataset)[-1] if dataset.gold else None
-        # (source, main output, last table written) of the stages that can be skipped
-        skippable = {"silver": (catalog.bronze(dataset), catalog.silver(dataset),
-                                catalog.quarantine_of(catalog.silver(dataset))),
-                     "gold": (catalog.silver(dataset), catalog.features(dataset),
-                              catalog.quarantine_of(gold_last) if gold_last else None)}
-        for job, body in STAGES:
+        done: dict[str, dict] = {}
+        for stage in stages.in_order(dataset):
             # Each stage commits under its own job name, all under the pipeline's run id.
-            stage = dataclasses.replace(ctx, job=job, tables={}, _lake=None,
-                                        args=argparse.Namespace(**{**vars(ctx.args), "dataset": name}))
+            stage_ctx = dataclasses.replace(ctx, job=stage.job, tables={}, _lake=None,
+                                            args=argparse.Namespace(**{**vars(ctx.args), "dataset": name}))
             try:
-                skip = (job != "ingest" and stages[f"{name}.ingest"]["objects_new"] == 0
-                        and up_to_date(stage.lake, name, skippable[job][2], job, ctx.run_date, skippable[job][0]))
-                if skip:
-                    stages[f"{name}.{job}"] = {"skipped": "no new data and already completed for this run date"}
-                    stage.record_table(skippable[job][1])
+                if can_skip(stage_ctx, dataset, stage, done):
+                    done[stage.job] = {"skipped": "no new data and already completed for this run date"}
+                    stage_ctx.record_table(stage.outputs(dataset)[0])
                 else:
+                    body = importlib.import_module(f"strata.jobs.{stage.job}").run
                     try:
-                        stages[f"{name}.{job}"] = body(stage)
+                        done[stage.job] = body(stage_ctx)
                     except Exception as exc:
-                        stages[f"{name}.{job}"] = {**stage.counts, "error": f"{type(exc).__name__}: {exc}"[:500]}
-                        record_failure(stage.lake, name, job, ctx.run_date, ctx.run_id, run_status(exc), str(exc))
+                        done[stage.job] = {**stage_ctx.counts, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                        record_failure(stage_ctx.lake, name, stage.job, ctx.run_date, ctx.run_id, run_status(exc),
+                                       str(exc))
                         raise
             finally:
-                ctx.tables.update(stage.tables)
-    return {"datasets": datasets, "stages": stages}
+                results.update({f"{name}.{job}": counts for job, counts in done.items()})
+                ctx.tables.update(stage_ctx.tables)
+    return {"datasets": datasets, "stages": results}

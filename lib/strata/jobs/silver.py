@@ -16,10 +16,10 @@ import datetime as dt
 
 from pyspark.sql import DataFrame, functions as F
 
-from strata.config import DatasetConfig
-from strata import catalog
+from strata import catalog, publish
 from strata.catalog import QUALITY_RESULTS
-from strata.quality import QUARANTINE_COLUMN, gate_and_split
+from strata.config import DatasetConfig
+from strata.publish import NotReconciled
 from strata.runner import JobContext
 from strata.transforms import silver as T
 
@@ -28,13 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset of conf/datasets/")
 
 
-class NotReconciled(RuntimeError):
-    """Silver's counts do not add up to the bronze rows read: nothing is committed."""
-
-
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
-    lake, target, quarantine = ctx.lake, catalog.silver(dataset), catalog.quarantine_of(catalog.silver(dataset))
+    lake, target = ctx.lake, catalog.silver(dataset)
     now = dt.datetime.now(dt.timezone.utc)
     counts = ctx.counts
     counts["dataset"] = dataset.name
@@ -48,7 +44,7 @@ def run(ctx: JobContext) -> dict:
         finally:
             typed.unpersist()
     finally:
-        for table in (target, quarantine, QUALITY_RESULTS):
+        for table in (target, catalog.quarantine_of(target), QUALITY_RESULTS):
             if lake.exists(table):
                 ctx.record_table(table)
     return counts
@@ -72,7 +68,7 @@ def _current_versions(bronze_all: DataFrame, batch: DataFrame, counts: dict) -> 
 
 def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bronze: DataFrame, typed: DataFrame,
             now: dt.datetime, counts: dict) -> None:
-    lake, target, quarantine = ctx.lake, catalog.silver(dataset), catalog.quarantine_of(catalog.silver(dataset))
+    target = catalog.silver(dataset)
     counts.update(bronze_rows_read=bronze.count() + counts["superseded_rows"],
                   duplicates_dropped=typed.where(F.col(T.DUP_RANK) > 1).count())
     counts["no_new_data"] = counts["bronze_rows_read"] == 0
@@ -84,38 +80,38 @@ def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bron
     # The candidate batch is a filter over the cached typed batch, not a second cache: a second
     # copy of every row spilled to disk at 5M rows and cost more than the gate itself.
     candidate = latest.where(F.size(T.ROW_ERRORS) == 0).drop(T.DUP_RANK, T.ROW_ERRORS)
-    # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
-    good, failed_rules = gate_and_split(lake, candidate, "silver", dataset.name, target, ctx.run_id, ctx.job,
-                                        ctx.config.quality)
-    upserted = good.drop(T.RAW)
 
     def to_quarantine(df: DataFrame, record, reasons) -> DataFrame:
-        return T.quarantine_rows(df, record, reasons, target.qualified_name, ctx.run_id, ctx.run_date, now)
+        return publish.quarantine_rows(df, record, reasons, target, ctx.run_id, ctx.run_date, now)
 
-    quarantined = (
+    # Rows that never reach the gate: records that did not parse, and rows that cannot be typed.
+    rejected_before = (
         to_quarantine(bronze.transform(T.corrupt_records), F.col("_corrupt_record"),
                       F.array(F.concat(F.lit("corrupt record: "), F.col("_error"))))
-        .unionByName(to_quarantine(unrefinable, F.to_json(T.RAW), F.col(T.ROW_ERRORS)))
-        .unionByName(to_quarantine(failed_rules, F.to_json(T.RAW), F.col(QUARANTINE_COLUMN))))
+        .unionByName(to_quarantine(unrefinable, F.to_json(T.RAW), F.col(T.ROW_ERRORS))))
+    # Rows silver must no longer hold: those of earlier versions of re-delivered objects, and
+    # records that can no longer be refined.
+    retract = unrefinable.select(*T.RECORD_ID)
+    redelivered = bronze.where(F.col("_source_version") > 1).select("_source_key", "_source_version").distinct()
+    if redelivered.limit(1).count():
+        retract = retract.unionByName(T.superseded_records(bronze_all, redelivered))
+    # Records that fail a rule now (one added since they were refined) are retracted too.
+    how = publish.Upsert(dataset.keys, newer_by=dataset.version_by, retract=retract,
+                         retract_rejected=tuple(T.RECORD_ID))
+    output = publish.Output(target, candidate, how, record=F.to_json(T.RAW), drop=(T.RAW,),
+                            rejected_before=rejected_before)
+    # Whole-suite validation of the candidate batch: mostly thresholds decide whether to block.
+    [prepared] = publish.prepare(ctx, [output])
 
     # Reconciled before anything is committed: a run whose counts do not add up publishes nothing.
-    counts.update(upserted=upserted.count(), quarantined=quarantined.count())
+    counts.update(upserted=prepared.good.count(), quarantined=prepared.quarantined.count())
+    prepared.quarantined_count = counts["quarantined"]
     accounted = counts["upserted"] + counts["duplicates_dropped"] + counts["quarantined"] + counts["superseded_rows"]
     counts["reconciled"] = accounted == counts["bronze_rows_read"]
     if not counts["reconciled"]:
         raise NotReconciled(f"silver {dataset.name}: {counts['bronze_rows_read']} bronze rows read but {accounted} "
                             "accounted for (upserted + duplicates + quarantined + superseded); nothing was committed")
-
-    # Rows silver must no longer hold: those of earlier versions of re-delivered objects, and
-    # records that fail a rule now (a rule added since they were refined).
-    retract = (unrefinable.select(*T.RECORD_ID).unionByName(failed_rules.select(*T.RECORD_ID)))
-    redelivered = bronze.where(F.col("_source_version") > 1).select("_source_key", "_source_version").distinct()
-    if redelivered.limit(1).count():
-        retract = retract.unionByName(T.superseded_records(bronze_all, redelivered))
-    commit = lake.upsert(target, upserted, keys=dataset.keys, newer_by=dataset.version_by, retract=retract)
-    written = lake.overwrite_partitions(quarantine, quarantined, partitions=[{"quarantined_on": ctx.run_date}])
-    if written.rows_added != counts["quarantined"]:  # the frame was counted, then computed again to write
-        raise NotReconciled(f"silver {dataset.name}: {counts['quarantined']} rows to quarantine were counted but "
-                            f"{written.rows_added} written to {quarantine.qualified_name}")
+    [published] = publish.write(ctx, [prepared])
+    commit = published.table
     counts.update(stale_skipped=commit.rows_skipped, retracted=commit.rows_retracted,
                   silver_files_rewritten=commit.files_removed)
