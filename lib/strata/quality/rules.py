@@ -71,7 +71,7 @@ LAYERS = ("bronze", "silver", "gold")
 SEVERITIES = ("error", "warn")
 DEFAULT_SEVERITY = "error"
 # <repo>/expectations of the checkout.
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[3] / "expectations"
 # Counts and percentages, no sample of unexpected values: a sample costs one more Spark job per
 # column expectation (a filtered take), a count does not (GX bundles the aggregates).
 RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 0}
