@@ -1,6 +1,7 @@
 """Quality gates: GX suites from JSON, validated on tiny Spark frames (the session `spark`)."""
 from __future__ import annotations
 
+import argparse
 import json
 import uuid
 from datetime import date, datetime
@@ -11,8 +12,10 @@ from great_expectations.core import ExpectationSuite
 from pyspark.sql import types as T
 
 from strata import quality
+from strata.config import load_config
 from strata.errors import QualityGateBlocked
 from strata.quality import GateResult, SuiteError, enforce, load_suite, validate
+from strata.runner import JobContext
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_COLUMNS = (
@@ -329,16 +332,23 @@ GATE_SUITE = [
 ]
 
 
-def test_run_gate_records_results_and_docs(spark, tmp_path, caplog):
+def test_the_gate_records_results_and_docs(spark, tmp_path, caplog, monkeypatch):
+    from strata.catalog import QUALITY_RESULTS
     from strata.lake.base import TableSpec
     from strata.lake.delta_rs import DeltaRsLake
-    from strata.catalog import QUALITY_RESULTS
-    from strata.quality import run_gate
+    from strata.publish import gate
 
     write_suite(tmp_path / "exp", "silver", "items", GATE_SUITE)
+    monkeypatch.setenv("STRATA_EXPECTATIONS_DIR", str(tmp_path / "exp"))
     lake = DeltaRsLake(spark, str(tmp_path / "lake"), job="t", run_id="r")
     target = TableSpec("silver", "items")
     docs = tmp_path / "docs"
+
+    def run_gate(lake, df, layer, table, target, run_id, job, docs, **_):
+        config = load_config("local", environ={"STRATA_QUALITY__DATA_DOCS_DIR": str(docs)})
+        ctx = JobContext(job, "local", run_id, date(2024, 1, 1), config, argparse.Namespace(), _lake=lake)
+        [result] = gate(ctx, [(target, df)])
+        return result
     good = spark.createDataFrame([(1,), (2,), (30,)], "v long").cache()
     bad = spark.createDataFrame([(1,), (None,)], "v long").cache()
     try:

@@ -11,9 +11,8 @@ publication, ``"warn"`` is recorded and publication goes on. ``mostly`` is GX's 
 GX's own per-expectation ``severity`` field (critical/warning/info) is not used: a suite file that
 sets it to anything but the default is rejected, so nobody believes it downgrades a check.
 
-The jobs call one function, which also records every outcome in the lake and builds Data Docs:
-
-    run_gate(lake, df, "silver", "trips", target, run_id, job, docs_dir)  # appends quality.results
+validate also builds Data Docs. The jobs gate through strata.publish, which writes every
+outcome to quality.results (also when the gate blocks) before it enforces.
 
 Row-level expectations (not_null, between, in_set, regex..., and column-pair and multicolumn ones:
 a > b, a = b, sum(a, b) = 10...) are also Spark predicates, so a job can quarantine the failing rows
@@ -32,7 +31,6 @@ The modules, each depending only on those above it:
     suites      loading and checking suite files (load_suite, suite_path)
     validation  the GX context, validate, Data Docs
     results     the results rows (RESULTS_SCHEMA, results_frame)
-    gate        the jobs' gate (run_gate, gate_and_split)
 """
 from strata.quality.common import DEFAULT_SEVERITY, SEVERITIES, SuiteError
 from strata.quality.outcomes import ExpectationOutcome, GateResult, enforce
@@ -42,7 +40,6 @@ from strata.quality.suites import (EXPECTATIONS_DIR, LAYERS, default_expectation
                                    load_suite, suite_path)
 from strata.quality.validation import DOCS_INDEX_LIMIT, RESULT_FORMAT, validate
 from strata.quality.results import RESULTS_SCHEMA, results_frame
-from strata.quality.gate import gate_and_split, run_gate
 # Not public: bench/ looks it up as strata.quality._build_docs.
 from strata.quality.validation import _build_docs  # noqa: F401
 
@@ -59,6 +56,4 @@ __all__ = [
     "row_rules", "split_rows",
     # results rows
     "RESULTS_SCHEMA", "results_frame",
-    # the gate
-    "run_gate", "gate_and_split",
 ]
