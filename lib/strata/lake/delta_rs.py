@@ -495,8 +495,8 @@ class DeltaRsLake(Lake):
         latest = self._delta(table)  # and a writer that committed since is no orphan's
         orphans -= {f["path"] for f in self._snapshot(latest, ())} | _tombstones(latest)
         deleted = []
+        fs, root = self._location(table).filesystem()
         if orphans:
-            fs, root = self._location(table).filesystem()
             cutoff = time.time_ns() - int(grace * 3600 * 1e9)
             oldest_live = min(live, default=None)
             paths = sorted(orphans)
@@ -506,9 +506,16 @@ class DeltaRsLake(Lake):
                     continue
                 fs.delete_file(info.path)
                 deleted.append(path)
-        removed = latest.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
-                                full=False, commit_properties=self._commit_properties())
-        return removed + deleted
+        # delta-rs plans every expired tombstone of the log, deleted already or not, and commits
+        # VACUUM START/END whenever its plan is not empty: run it only when one is still there.
+        expired = sorted(set(latest.vacuum(retention_hours=retention_hours, dry_run=True,
+                                           enforce_retention_duration=False)))
+        present = [path for path, info in zip(expired, fs.get_file_info([f"{root}/{p}" for p in expired]))
+                   if info.type == pafs.FileType.File]
+        if present:
+            latest.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
+                          full=False, commit_properties=self._commit_properties())
+        return present + deleted
 
     # ---- in-flight markers -------------------------------------------------------------------
     def _markers(self, table: TableSpec) -> files.Location:
@@ -528,19 +535,22 @@ class DeltaRsLake(Lake):
             out.write(json.dumps({"job": self.job, "run_id": self.run_id, "run_date": self.run_date}).encode())
         self._inflight[table.qualified_name] = path
 
-    def _release(self, table: TableSpec) -> None:
+    def _release(self, table: TableSpec, quiet: bool = False) -> None:
         path = self._inflight.pop(table.qualified_name, None)
         if path is None:
             return
         try:
             self._markers(table).filesystem()[0].delete_file(path)
         except Exception as exc:  # noqa: BLE001 - a stale marker only delays orphan cleanup until it expires
-            log.warning("%s: could not delete in-flight marker %s: %s", table.qualified_name, path, _first_line(exc))
+            if not quiet:
+                log.warning("%s: could not delete in-flight marker %s: %s", table.qualified_name, path,
+                            _first_line(exc))
 
     def _release_all(self) -> None:
+        # At exit (after a failed write, say): best effort, the storage may be gone already.
         for name in list(self._inflight):
             layer, _, table_name = name.partition(".")
-            self._release(TableSpec(layer, table_name))
+            self._release(TableSpec(layer, table_name), quiet=True)
 
     def _live_markers(self, table: TableSpec, ttl_hours: float) -> list[int]:
         """Modification times (ns) of the table's in-flight markers; those older than ttl_hours
