@@ -214,3 +214,63 @@ def test_old_data_docs_are_pruned_and_recent_ones_kept(spark, tmp_path):
     assert maintain.prune_data_docs(docs, max_age_days=1, now=later) == 1
     assert not os.path.exists(result.docs_path) and not any(p.exists() for p in stored)
     assert (docs / "index.html").exists()
+
+
+# ---- a real ingest in flight while maintain runs ----------------------------------------------
+
+@pytest.mark.slow
+def test_maintain_during_a_slow_ingest_deletes_nothing_it_staged(tmp_path, s3_endpoint, s3_bucket):
+    from faults import Fault, serve
+    from test_ingest_trust import csv_body, environ_for, trip_line
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    lake = tmp_path / "lake"
+    bronze = lake / "bronze" / "trips"
+    raw = {}
+
+    def put(day, i, n=20):
+        ids = [f"d{day}-{i}-{r}" for r in range(n)]
+        s3.put_object(Bucket=s3_bucket, Key=f"trips/2024/01/0{day}/part-{i}.csv",
+                      Body=csv_body(*[trip_line(t) for t in ids]))
+        raw.update(dict.fromkeys(ids))
+
+    def submit(job, env, *args):
+        return subprocess.Popen([str(REPO / "spark-submit.sh"), job, "--env", "local", *args], env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    for proxy in serve(s3_endpoint):
+        env = {**os.environ, **environ_for(lake, proxy.endpoint_url, s3_bucket)}
+        put(1, 0)
+        first = submit("ingest", env, "--dataset", "trips", "--run-date", "2024-01-01")
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+        for i in range(4):
+            put(2, i)
+        # every raw read of the second run waits: it stages object after object for minutes
+        slow = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/2024/01/02/.+\.csv$", kind="delay", delay=20, times=None))
+        ingest = submit("ingest", env, "--dataset", "trips", "--run-date", "2024-01-02")
+        committed = {a for a in DeltaTable(str(bronze)).file_uris()}
+        deadline = time.time() + 300
+        while time.time() < deadline and ingest.poll() is None:
+            if {str(p) for p in bronze.rglob("*.parquet")} - committed:
+                break  # its first staged file is in the table folder
+            time.sleep(0.5)
+        assert ingest.poll() is None, "the ingest ended before it staged anything"
+        staged = {str(p) for p in bronze.rglob("*.parquet")} - committed
+        assert staged and list((lake / "_strata_inflight" / "bronze" / "trips").glob("*.json"))
+
+        # local config: vacuum retention 0, orphan grace 0
+        maintenance = submit("maintain", env, "--dataset", "trips", "--run-date", "2024-01-02")
+        out, err = maintenance.communicate(timeout=600)
+        assert maintenance.returncode == 0, err[-3000:]
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["status"] == "ok" and summary["job"] == "maintain"
+        assert summary["maintained"]["bronze.trips"]["files_vacuumed"] == 0
+        assert ingest.poll() is None, "precondition: maintain ran while the ingest was still in flight"
+        assert all(os.path.exists(p) for p in staged)  # nothing it staged was deleted
+
+        out, err = ingest.communicate(timeout=900)
+        assert ingest.returncode == 0, err[-3000:]
+        assert proxy.hits(slow) >= 4
+        assert json.loads(out.strip().splitlines()[-1])["objects_ingested"] == 4
+        rows = DeltaTable(str(bronze)).to_pyarrow_table(columns=["trip_id"]).column("trip_id").to_pylist()
+        assert len(rows) == len(raw) == 100 and set(rows) == set(raw)  # every raw record, once
