@@ -242,9 +242,7 @@ class DeltaRsLake(Lake):
         return self._location(table)
 
     def discard_staged(self, staged: StagedFiles) -> None:
-        fs, root = self._location(staged.table).filesystem()
-        for f in staged.files:
-            fs.delete_file(f"{root}/{f['path']}")
+        super().discard_staged(staged)
         self._release(staged.table)
 
     def commit_staged(self, staged: StagedFiles, read: ReadSet | None = None) -> CommitResult:
