@@ -65,6 +65,21 @@ class S3Config:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """What the maintain job does to every table (see README, "Lake upkeep")."""
+    # Compaction rewrites a partition's small files into files of about this size.
+    target_file_size_mb: int = 128
+    # Files that commits removed are deleted once removed this long (time travel and readers of
+    # older versions need them until then).
+    vacuum_retention_hours: int = 168
+    # Files that no commit ever referenced (a crashed writer's) are deleted once this old...
+    orphan_grace_hours: int = 24
+    # ...and only if no in-flight marker covers them; a marker older than this is a dead run's.
+    # Must be longer than the longest run.
+    inflight_ttl_hours: int = 48
+
+
+@dataclass(frozen=True)
 class LakeConfig:
     root: str
     engine: Literal["delta-rs", "delta-spark"] = "delta-rs"
@@ -72,7 +87,7 @@ class LakeConfig:
     # when engine is delta-spark.
     delta_spark_packages: str | None = None
     delta_spark_jars: str | None = None
-    vacuum_retention_hours: int = 168
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,8 @@ class QualityConfig:
     # false skips silver/gold validation and row-rule quarantine (benchmarks, emergency
     # backfills); casts, de-duplication and corrupt-record quarantine still apply.
     gates: bool = True
+    # The maintain job deletes Data Docs validation pages (and their stored results) older than this.
+    data_docs_max_age_days: int = 90
 
 
 @dataclass(frozen=True)

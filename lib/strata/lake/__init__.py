@@ -4,10 +4,10 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from strata.config import Config
-from strata.lake.base import (CommitOutcomeUnknown, CommitResult, ConflictError, Lake, LakeError, ReadSet,
+from strata.lake.base import (CommitOutcomeUnknown, CommitResult, CompactResult, ConflictError, Lake, LakeError, ReadSet,
                               SchemaMismatchError, StagedFiles, TableNotFoundError, TableSpec)
 
-__all__ = ["CommitOutcomeUnknown", "CommitResult", "ConflictError", "Lake", "LakeError", "ReadSet",
+__all__ = ["CommitOutcomeUnknown", "CommitResult", "CompactResult", "ConflictError", "Lake", "LakeError", "ReadSet",
            "SchemaMismatchError", "StagedFiles", "TableNotFoundError", "TableSpec", "open_lake"]
 
 

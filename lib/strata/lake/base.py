@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from strata.catalog import TableSpec
 from strata.lake import files
+
+
+# Commits that change no row: left out of Lake.history.
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 
 
 class LakeError(RuntimeError):
@@ -59,6 +64,19 @@ class CommitResult:
     rows_retracted: int = 0
     # partition values (as Delta stores them: strings) of the partitions this commit replaced
     partitions_replaced: list[dict[str, str | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """A compaction: the table's live data files before and after. A compaction commit changes no
+    row and records no changed partition; version == version_before when nothing was compacted."""
+    table: str
+    version_before: int
+    version: int
+    files_before: int
+    files_after: int
+    bytes_before: int
+    bytes_after: int
 
 
 @dataclass(frozen=True)
@@ -185,12 +203,31 @@ class Lake(abc.ABC):
     @abc.abstractmethod
     def history(self, table: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest first: version, timestamp, operation, job, run_id, run_date, and partitions
-        (the partitions the commit changed, when it recorded them)."""
+        (the partitions the commit changed, when it recorded them). Upkeep commits (compaction,
+        vacuum: MAINTENANCE_OPERATIONS) change no row and are left out, so nothing downstream
+        takes them for new data."""
 
     @abc.abstractmethod
-    def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
-        """Delete files no longer referenced (removed ones past retention, and orphans of
-        crashed writers). Returns the deleted paths."""
+    def compact(self, table: TableSpec, target_size: int) -> CompactResult:
+        """Rewrite each partition's small files into files of about target_size bytes, in one
+        commit that changes no row (ConflictError if a concurrent commit got in first)."""
+
+    @abc.abstractmethod
+    def vacuum(self, table: TableSpec, retention_hours: int | None = None,
+               orphan_grace_hours: int | None = None, inflight_ttl_hours: int | None = None) -> list[str]:
+        """Delete files no longer referenced: removed ones past retention, and orphans of crashed
+        writers once orphan_grace_hours old (default: retention_hours), never files a writer
+        that is still running may commit. Returns the deleted paths."""
+
+    def storage_usage(self, table: TableSpec) -> tuple[int, int]:
+        """(files, bytes) of data under the table's folder, committed or not (not its log)."""
+        fs, root = files.Location(self.path(table), self.s3_endpoint, self.s3_region).filesystem()
+        count = size = 0
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+            relative = info.path[len(root):].lstrip("/")
+            if info.type == pafs.FileType.File and not relative.startswith("_delta_log/"):
+                count, size = count + 1, size + info.size
+        return count, size
 
     def summary(self, table: TableSpec) -> dict[str, Any]:
         """What the jobs' final JSON line reports per table."""

@@ -3,8 +3,10 @@ with deltalake (atomic, optimistic concurrency). Works on local disk and on S3 w
 Delta or s3a jars."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import logging
 import time
 import uuid
 from datetime import datetime, timezone
@@ -12,6 +14,7 @@ from typing import Any, Iterable
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake import exceptions as delta_errors
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
@@ -20,16 +23,28 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata.lake import files
-from strata.lake.base import (CommitOutcomeUnknown, CommitResult, ConflictError, Lake, LakeError, ReadSet,
-                              SchemaMismatchError, StagedFiles, TableNotFoundError, TableSpec)
+from strata.lake.base import (MAINTENANCE_OPERATIONS, CommitOutcomeUnknown, CommitResult, CompactResult,
+                              ConflictError, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles,
+                              TableNotFoundError, TableSpec)
 from strata.lake.schema import conform
 
 PartitionKey = tuple  # partition values as Delta strings, in partition column order
 MAX_COMMIT_ATTEMPTS = 10
 _SIDE, _RANK = "__strata_side", "__strata_rank"  # upsert's version ranking (1 = the newest)
+# <root>/_strata_inflight/<layer>/<table>/: one marker per write whose data files are in the table
+# and not committed yet; vacuum leaves the files such a marker covers alone.
+INFLIGHT_DIR = "_strata_inflight"
+DEFAULT_INFLIGHT_TTL_HOURS = 48
+log = logging.getLogger(__name__)
 
 
 class DeltaRsLake(Lake):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._inflight: dict[str, str] = {}  # qualified table name -> the marker this lake holds
+        # A process that ends normally has nothing in flight: its uncommitted files are orphans.
+        atexit.register(self._release_all)
+
     # ---- locations -------------------------------------------------------------------------
     def _location(self, table: TableSpec) -> files.Location:
         return files.Location(self.path(table), self.s3_endpoint, self.s3_region)
@@ -207,6 +222,7 @@ class DeltaRsLake(Lake):
 
     def _write_files(self, table: TableSpec, df: DataFrame, partition_by: Iterable[str]) -> list[AddAction]:
         """Executors write df as Parquet files under the table; returns their add actions."""
+        self._hold(table)
         partition_by = tuple(partition_by)
         missing = [c for c in partition_by if c not in df.columns]
         if missing:
@@ -220,8 +236,14 @@ class DeltaRsLake(Lake):
         return [_add_action(row.asDict()) for row in rows]
 
     def staging_location(self, table: TableSpec) -> files.Location:
-        # In the table itself: committing is then only the log entry, no copy.
+        # In the table itself: committing is then only the log entry, no copy. The in-flight
+        # marker keeps vacuum off the staged files until they are committed or discarded.
+        self._hold(table)
         return self._location(table)
+
+    def discard_staged(self, staged: StagedFiles) -> None:
+        super().discard_staged(staged)
+        self._release(staged.table)
 
     def commit_staged(self, staged: StagedFiles, read: ReadSet | None = None) -> CommitResult:
         table = staged.table
@@ -363,6 +385,7 @@ class DeltaRsLake(Lake):
 
     def _result(self, table: TableSpec, version: int, operation: str, adds: list[AddAction],
                 removes: list[RemoveAction], replaced: list[dict] | None = None) -> CommitResult:
+        self._release(table)  # committed: its files are referenced now
         return CommitResult(
             table=table.qualified_name, path=self.path(table), version=version, operation=operation,
             files_added=len(adds), files_removed=len(removes),
@@ -406,6 +429,14 @@ class DeltaRsLake(Lake):
         return sum(f["num_records"] or 0 for f in self._snapshot(delta, ()))
 
     def history(self, table: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
+        delta = self._delta(table)
+        fetch = limit
+        while True:
+            raw = delta.history(fetch)
+            entries = [e for e in raw if e.get("operation") not in MAINTENANCE_OPERATIONS]
+            if fetch is None or len(entries) >= limit or len(raw) < fetch:
+                break
+            fetch *= 4  # upkeep commits were left out: look further back
         return [{
             "version": entry["version"],
             "timestamp": datetime.fromtimestamp(entry["timestamp"] / 1000, timezone.utc).isoformat(),
@@ -415,12 +446,130 @@ class DeltaRsLake(Lake):
             "run_date": entry.get("strata.run_date"),
             "parameters": entry.get("operationParameters", {}),
             "partitions": entry.get("strata.partitions"),
-        } for entry in self._delta(table).history(limit)]
+        } for entry in entries[:limit]]
 
-    def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
-        return self._delta(table).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
-            full=True, commit_properties=self._commit_properties())
+    # ---- upkeep ------------------------------------------------------------------------------
+    def compact(self, table: TableSpec, target_size: int) -> CompactResult:
+        """delta-rs's optimize.compact: bins never span partitions; one OPTIMIZE commit whose
+        actions all have dataChange=false and which records no changed partition. It never
+        retries on top of a concurrent commit (max_commit_retries=0): a ConflictError instead."""
+        delta = self._delta(table)
+        before, version_before = self._snapshot(delta, ()), delta.version()
+        commit_id = uuid.uuid4().hex
+        self._hold(table)  # its new files are uncommitted until the commit lands
+        try:
+            delta.optimize.compact(target_size=target_size,
+                                   commit_properties=self._commit_properties(commit_id, []))
+        except Exception as exc:  # noqa: BLE001 - a conflict, or a lost response: look it up
+            if self._find_commit(table, commit_id, version_before) is None:
+                if isinstance(exc, delta_errors.CommitFailedError):
+                    raise ConflictError(f"{table.qualified_name}: compaction lost to a concurrent commit "
+                                        f"({_first_line(exc)}); nothing was committed, re-run") from None
+                raise LakeError(f"{table.qualified_name}: compaction failed: {_first_line(exc)}; "
+                                "nothing was committed") from None
+        finally:
+            self._release(table)
+        version = self._find_commit(table, commit_id, version_before)
+        after = self._snapshot(self._delta(table), ())
+        return CompactResult(table.qualified_name, version_before, version_before if version is None else version,
+                             len(before), len(after), sum(f["size"] for f in before), sum(f["size"] for f in after))
+
+    def vacuum(self, table: TableSpec, retention_hours: int | None = None,
+               orphan_grace_hours: int | None = None, inflight_ttl_hours: int | None = None) -> list[str]:
+        """Removed files past retention: delta-rs's (lite) vacuum, which commits VACUUM START/END
+        with our commit info. Never-committed files: deleted here, not by delta-rs's full vacuum,
+        which deletes every unreferenced file older than the retention by modification time (with
+        retention 0, a running writer's uncommitted files). An orphan goes only if it is
+        orphan_grace_hours old and older than every live in-flight marker of the table (a writer
+        creates its marker before its first file and deletes it after its commit)."""
+        grace = orphan_grace_hours if orphan_grace_hours is not None else \
+            (retention_hours if retention_hours is not None else 168)
+        ttl = DEFAULT_INFLIGHT_TTL_HOURS if inflight_ttl_hours is None else inflight_ttl_hours
+        delta = self._delta(table)
+        unreferenced = set(delta.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True))
+        orphans = unreferenced - _tombstones(delta)
+        # Markers after the file listing: a listed file's writer had its marker before the file.
+        live = self._live_markers(table, ttl)
+        latest = self._delta(table)  # and a writer that committed since is no orphan's
+        orphans -= {f["path"] for f in self._snapshot(latest, ())} | _tombstones(latest)
+        deleted = []
+        fs, root = self._location(table).filesystem()
+        if orphans:
+            cutoff = time.time_ns() - int(grace * 3600 * 1e9)
+            oldest_live = min(live, default=None)
+            paths = sorted(orphans)
+            for path, info in zip(paths, fs.get_file_info([f"{root}/{p}" for p in paths])):
+                if info.type != pafs.FileType.File or info.mtime_ns > cutoff or \
+                        (oldest_live is not None and info.mtime_ns >= oldest_live):
+                    continue
+                fs.delete_file(info.path)
+                deleted.append(path)
+        # delta-rs plans every expired tombstone of the log, deleted already or not, and commits
+        # VACUUM START/END whenever its plan is not empty: run it only when one is still there.
+        expired = sorted(set(latest.vacuum(retention_hours=retention_hours, dry_run=True,
+                                           enforce_retention_duration=False)))
+        present = [path for path, info in zip(expired, fs.get_file_info([f"{root}/{p}" for p in expired]))
+                   if info.type == pafs.FileType.File]
+        if present:
+            latest.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
+                          full=False, commit_properties=self._commit_properties())
+        return present + deleted
+
+    # ---- in-flight markers -------------------------------------------------------------------
+    def _markers(self, table: TableSpec) -> files.Location:
+        # Beside the tables, not in them: a write that fails before its table exists leaves no folder there.
+        return files.Location(f"{self.root}/{INFLIGHT_DIR}/{table.layer}/{table.name}", self.s3_endpoint,
+                              self.s3_region)
+
+    def _hold(self, table: TableSpec) -> None:
+        """Mark this lake's write to table as in flight (before any of its files is written)."""
+        if table.qualified_name in self._inflight:
+            return
+        fs, folder = self._markers(table).filesystem()
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(folder, recursive=True)
+        path = f"{folder}/{self.run_id}-{uuid.uuid4().hex[:8]}.json"
+        with fs.open_output_stream(path) as out:
+            out.write(json.dumps({"job": self.job, "run_id": self.run_id, "run_date": self.run_date}).encode())
+        self._inflight[table.qualified_name] = path
+
+    def _release(self, table: TableSpec, quiet: bool = False) -> None:
+        path = self._inflight.pop(table.qualified_name, None)
+        if path is None:
+            return
+        try:
+            self._markers(table).filesystem()[0].delete_file(path)
+        except Exception as exc:  # noqa: BLE001 - a stale marker only delays orphan cleanup until it expires
+            if not quiet:
+                log.warning("%s: could not delete in-flight marker %s: %s", table.qualified_name, path,
+                            _first_line(exc))
+
+    def _release_all(self) -> None:
+        # At exit (after a failed write, say): best effort, the storage may be gone already.
+        for name in list(self._inflight):
+            layer, _, table_name = name.partition(".")
+            self._release(TableSpec(layer, table_name), quiet=True)
+
+    def _live_markers(self, table: TableSpec, ttl_hours: float) -> list[int]:
+        """Modification times (ns) of the table's in-flight markers; those older than ttl_hours
+        are a dead run's and are deleted."""
+        fs, folder = self._markers(table).filesystem()
+        expiry = time.time_ns() - int(ttl_hours * 3600 * 1e9)
+        live = []
+        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            if info.mtime_ns < expiry:
+                log.info("%s: in-flight marker %s expired (a dead run's): deleted", table.qualified_name, info.path)
+                fs.delete_file(info.path)
+            else:
+                live.append(info.mtime_ns)
+        return live
+
+
+def _tombstones(delta: DeltaTable) -> set[str]:
+    """Files that commits removed and that are still on storage (paths as vacuum gives them)."""
+    return set(delta.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False))
 
 
 def _spark_schema(delta: DeltaTable) -> T.StructType:

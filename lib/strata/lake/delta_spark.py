@@ -10,7 +10,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from strata.lake.base import CommitResult, ConflictError, Lake, LakeError, ReadSet, TableNotFoundError, TableSpec
+from strata.lake.base import (MAINTENANCE_OPERATIONS, CommitResult, CompactResult, ConflictError, Lake, LakeError,
+                              ReadSet, TableNotFoundError, TableSpec)
 from strata.lake.schema import conform
 
 
@@ -147,6 +148,8 @@ class DeltaSparkLake(Lake):
         rows = self._delta_table.forPath(self.spark, self.path(table)).history(limit).collect()
         result = []
         for row in rows:
+            if row["operation"] in MAINTENANCE_OPERATIONS:
+                continue
             meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
             result.append({"version": row["version"], "timestamp": row["timestamp"].isoformat(),
                            "operation": row["operation"], "job": meta.get("strata.job"),
@@ -154,7 +157,13 @@ class DeltaSparkLake(Lake):
                            "parameters": row["operationParameters"]})
         return result
 
-    def vacuum(self, table: TableSpec, retention_hours: int | None = None) -> list[str]:
+    def compact(self, table: TableSpec, target_size: int) -> CompactResult:
+        # OPTIMIZE would need the connector's own file-size settings and commit info: not wired.
+        raise LakeError(f"{table.qualified_name}: compaction is not supported with lake.engine delta-spark")
+
+    def vacuum(self, table: TableSpec, retention_hours: int | None = None,
+               orphan_grace_hours: int | None = None, inflight_ttl_hours: int | None = None) -> list[str]:
+        # Delta's own vacuum: unreferenced files older than the retention (it has no in-flight markers).
         self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         self._delta_table.forPath(self.spark, self.path(table)).vacuum(retention_hours)
         return []  # delta-spark does not return the deleted paths
