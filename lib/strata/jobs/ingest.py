@@ -28,7 +28,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata import catalog
-from strata.catalog import INGEST_ERRORS, QUALITY_RESULTS
+from strata.catalog import INGEST_ERRORS, INGESTED_OBJECTS, QUALITY_RESULTS
 from strata.config import DatasetConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles
@@ -196,7 +196,9 @@ def run(ctx: JobContext) -> dict:
             raise QualityGateBlocked(f"{dataset.name}: no new raw object under s3://{dataset.source.bucket}/"
                                      f"{dataset.source.prefix} and the dataset requires new data every run")
     finally:
-        for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
+        if known.manifest is not None:
+            known.manifest.close()
+        for table in (bronze, INGEST_ERRORS, INGESTED_OBJECTS, QUALITY_RESULTS):
             if lake.exists(table):
                 ctx.record_table(table)
     return counts
