@@ -47,6 +47,9 @@ class TableSpec:
 
 # Objects that yielded no rows (empty or permanently unreadable), judged under a config fingerprint.
 INGEST_ERRORS = TableSpec("ops", "ingest_errors", schema_evolution=True)
+# Every object version ingest accounted for (strata.sources.manifest), by dataset and folder: what
+# ingest and silver look objects up in instead of all of bronze.
+INGESTED_OBJECTS = TableSpec("ops", "ingested_objects", partition_by=("dataset", "key_prefix"))
 # One row per job, dataset and run date that failed or was blocked (strata.runs).
 FAILED_RUNS = TableSpec("ops", "failed_runs")
 # One row per expectation of every gate that ran (strata.quality).
@@ -54,7 +57,7 @@ QUALITY_RESULTS = TableSpec("quality", "results")
 
 
 def shared_tables() -> list[TableSpec]:
-    return [INGEST_ERRORS, FAILED_RUNS, QUALITY_RESULTS]
+    return [INGEST_ERRORS, INGESTED_OBJECTS, FAILED_RUNS, QUALITY_RESULTS]
 
 
 # --- a dataset's tables -------------------------------------------------------------------------

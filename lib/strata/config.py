@@ -96,6 +96,13 @@ class RawSourceConfig:
     prefix: str
     format: Literal["csv", "json", "parquet", "auto"] = "auto"
     pattern: str = "*"
+    # full: list every key under prefix each run. dated: keys are <prefix>/YYYY/MM/DD/...; a run
+    # lists only from the newest folder already ingested less lookback_days (S3 StartAfter), so
+    # an object that lands, or is re-delivered, in an older folder than that is not seen (run
+    # once with listing: full to pick such objects up). Keys that sort before the dated folders
+    # are not listed either.
+    listing: Literal["full", "dated"] = "full"
+    lookback_days: int = 3
 
 
 @dataclass(frozen=True)
@@ -424,6 +431,9 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
         fail(("name",), f"must be a plain name ({NAME_RULE}), got {show(('name',), dataset.name)}")
     if dataset.name != key:
         fail(("name",), f"is {show(('name',), dataset.name)} but the file is {key}.yaml: they must match")
+
+    if dataset.source.lookback_days < 0:
+        fail(("source", "lookback_days"), f"must be 0 or more, got {dataset.source.lookback_days}")
 
     # silver's columns: the schema, then the derived ones; lower case -> name as written
     columns: dict[str, str] = {}

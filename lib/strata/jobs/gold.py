@@ -22,16 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset of conf/datasets/")
 
 
-def partitions_to_rebuild(ctx: JobContext, dataset: DatasetConfig, silver: DataFrame) -> list[dict]:
+def partitions_to_rebuild(ctx: JobContext, dataset: DatasetConfig) -> list[dict]:
     """The event partitions whose silver content changed on the run date: every partition the run
     date's silver commits changed (a key that moved leaves one and enters another; retracted rows
-    leave theirs), from their commit info, plus those of the rows refined on the run date (commits
-    written before partitions were recorded)."""
+    leave theirs), from their commit info; only when some commit of the date did not record them
+    (written before partitions were recorded), those of the rows refined on the run date too."""
     columns = list(dataset.partition_by)
-    refined = silver.where(F.col("_refined_on") == F.lit(ctx.run_date).cast("date")).select(*columns).distinct()
-    found = {tuple(files.partition_value_string(v) for v in row) for row in refined.collect()}
-    changed = ctx.lake.changed_partitions(catalog.silver(dataset), ctx.run_date.isoformat()) or []
-    found |= {tuple(p.get(c) for c in columns) for p in changed}
+    changed = ctx.lake.changed_partitions(catalog.silver(dataset), ctx.run_date.isoformat())
+    found = {tuple(p.get(c) for c in columns) for p in changed or []}
+    if changed is None:  # a scan of all of silver, for old commits only
+        silver = ctx.lake.read(catalog.silver(dataset))
+        refined = silver.where(F.col("_refined_on") == F.lit(ctx.run_date).cast("date")).select(*columns).distinct()
+        found |= {tuple(files.partition_value_string(v) for v in row) for row in refined.collect()}
     return [dict(zip(columns, key)) for key in sorted(found, key=lambda k: [str(v) for v in k])]
 
 
@@ -39,21 +41,16 @@ def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
     if dataset.gold is None:
         raise ValueError(f"dataset {dataset.name} has no gold section in its config")
-    silver = ctx.lake.read(catalog.silver(dataset))
-    partitions = partitions_to_rebuild(ctx, dataset, silver)
+    partitions = partitions_to_rebuild(ctx, dataset)
+    silver = ctx.lake.read(catalog.silver(dataset), partitions=partitions)  # only those it rebuilds
     counts = ctx.counts
     counts.update({"dataset": dataset.name, "partitions": len(partitions), "no_new_data": not partitions})
     if not partitions:
         return counts
-    columns = list(dataset.partition_by)
-    wanted = ctx.spark.createDataFrame([tuple(p[c] for c in columns) for p in partitions],
-                                       ", ".join(f"`{c}` string" for c in columns))
-    wanted = wanted.select(*[F.col(c).cast(silver.schema[c].dataType).alias(c) for c in columns])
-    rows = silver.join(F.broadcast(wanted), on=[silver[c].eqNullSafe(wanted[c]) for c in columns], how="left_semi")
-    gold = dataset.gold
-    frames = {"features": T.features(rows, dataset.keys, columns, gold.features, gold.label)}
+    columns, gold = list(dataset.partition_by), dataset.gold
+    frames = {"features": T.features(silver, dataset.keys, columns, gold.features, gold.label)}
     if gold.analysis:
-        frames["analysis"] = T.aggregate(rows, gold.analysis.group_by, gold.analysis.metrics)
+        frames["analysis"] = T.aggregate(silver, gold.analysis.group_by, gold.analysis.metrics)
     tables = dict(zip(frames, catalog.gold_tables(dataset)))
     outputs = [publish.Output(tables[name], frame.persist(),
                               publish.ReplacePartitions([{c: p[c] for c in tables[name].partition_by}

@@ -1,7 +1,9 @@
 """Raw S3 objects -> the bronze Delta table, incrementally and exactly once.
 
-Bronze is its own manifest: each row carries the (key, ETag) of the object it came from, in the
-same atomic commit as the data, so an object is either fully in bronze or not at all. Objects
+Bronze is the source of truth: each row carries the (key, ETag) of the object it came from, in
+the same atomic commit as the data, so an object is either fully in bronze or not at all. The
+objects are looked up in ops.ingested_objects (strata.sources.manifest), which is kept complete
+with bronze through its log, so a run never reads bronze's rows to know what it holds. Objects
 that yield no rows (empty, or permanently unreadable) are recorded in ops.ingest_errors with the
 reason; transient failures are not recorded, so the next run reads those objects again.
 A changed object (same key, new ETag) is ingested again with the next _source_version.
@@ -26,7 +28,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from strata import catalog, publish
-from strata.catalog import INGEST_ERRORS, QUALITY_RESULTS
+from strata.catalog import INGEST_ERRORS, INGESTED_OBJECTS, QUALITY_RESULTS
 from strata.config import DatasetConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import CommitOutcomeUnknown, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles
@@ -34,6 +36,7 @@ from strata.lake.files import FILE_SCHEMA
 from strata.runner import JobContext
 from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
                                         RESULT_SCHEMA, IngestSpec, ingest_task)
+from strata.sources.manifest import STATUS_OK, ObjectManifest
 from strata.sources.s3 import RawObject, S3Settings, list_objects
 
 log = logging.getLogger(__name__)
@@ -74,9 +77,10 @@ def config_fingerprint(dataset: DatasetConfig) -> str:
 class KnownObjects:
     """The objects already accounted for, as of the bronze version read (the bronze commit is fenced
     by it: a concurrent ingest that committed since makes this one conflict). A concurrent run may
-    record the same failed object twice in ops.ingest_errors: harmless, the newest version counts."""
+    record the same failed object twice: harmless, the newest version counts."""
     latest: dict[str, tuple[int, str]]  # key -> (version, ETag) of its newest accounted-for version
     bronze_read: ReadSet
+    manifest: ObjectManifest | None = None
 
     def is_new(self, obj: RawObject) -> bool:
         """New unless its current ETag is the newest version seen: A -> B -> A is a new version."""
@@ -86,29 +90,30 @@ class KnownObjects:
         return self.latest.get(key, (0, None))[0] + 1
 
 
-def known_objects(lake: Lake, dataset: DatasetConfig) -> KnownObjects:
-    """Per key, the newest version accounted for: in bronze, or recorded as empty/unreadable under
-    the current config. One row per key reaches the driver, never one per record."""
-    bronze, errors = catalog.bronze(dataset), INGEST_ERRORS
-    reads = {table: lake.read_version(table) for table in (bronze, errors)}
-    frames = []
-    if reads[bronze] >= 0:
-        frames.append(lake.read(bronze, version=reads[bronze])
-                      .select(F.col("_source_key").alias("key"), F.col("_source_etag").alias("etag"),
-                              F.col("_source_version").alias("version")))
-    if reads[errors] >= 0:
-        recorded = lake.read(errors, version=reads[errors]).where(F.col("dataset") == dataset.name)
-        if "config_fingerprint" in recorded.columns:
-            frames.append(recorded.where(F.col("config_fingerprint") == config_fingerprint(dataset))
-                          .select("key", "etag", F.coalesce("version", F.lit(0)).alias("version")))
-    latest: dict[str, tuple[int, str]] = {}
-    if frames:
-        union = frames[0]
-        for frame in frames[1:]:
-            union = union.unionByName(frame)
-        newest = union.groupBy("key").agg(F.max_by(F.struct("version", "etag"), "version").alias("v"))
-        latest = {row.key: (row.v.version, row.v.etag) for row in newest.collect()}
-    return KnownObjects(latest, ReadSet(reads[bronze]))
+def known_objects(lake: Lake, dataset: DatasetConfig, objects: list[RawObject] | None = None) -> KnownObjects:
+    """Per listed key (None: every key), the newest version accounted for: in bronze, or recorded
+    as empty/unreadable under the current config. Looked up in the manifest's partitions of the
+    listed keys' folders, never in bronze's rows; one row per listed key reaches the driver."""
+    manifest = ObjectManifest(lake, dataset)
+    entries = manifest.entries(None if objects is None else [o.key for o in objects])
+    accounted = entries.where((F.col("status") == STATUS_OK) |
+                              (F.col("config_fingerprint") == config_fingerprint(dataset)))
+    newest = accounted.groupBy("key").agg(F.max_by(F.struct("version", "etag"), "version").alias("v"))
+    latest = {row.key: (row.v.version, row.v.etag) for row in newest.collect()}
+    return KnownObjects(latest, ReadSet(manifest.bronze_version), manifest)
+
+
+def listing_start(lake: Lake, dataset: DatasetConfig) -> str | None:
+    """Where an incremental listing starts (S3 StartAfter): the newest dated folder the manifest
+    holds, less source.lookback_days. None: list everything (source.listing: full, or nothing
+    ingested yet)."""
+    if dataset.source.listing != "dated":
+        return None
+    newest = ObjectManifest(lake, dataset).newest_date_prefix()
+    if newest is None:
+        return None
+    start = newest - dt.timedelta(days=dataset.source.lookback_days)
+    return f"{dataset.source.prefix.strip('/')}/{start:%Y/%m/%d}"
 
 
 def bronze_schema(dataset: DatasetConfig) -> T.StructType:
@@ -128,7 +133,7 @@ def check_bronze_schema(lake: Lake, dataset: DatasetConfig) -> None:
     table = catalog.bronze(dataset)
     if not lake.exists(table):
         return
-    have = {f.name for f in lake.read(table).schema.fields}
+    have = {f.name for f in lake.read(table, partitions=[]).schema.fields}  # the schema only
     declared = [f.name for f in bronze_schema(dataset).fields]
     missing = [c for c in have if c not in declared]
     new = [c for c in declared if c not in have]
@@ -166,13 +171,19 @@ def run(ctx: JobContext) -> dict:
                           s3.object_read_attempts, s3.retry_backoff_seconds)
     ingested_at = dt.datetime.now(dt.timezone.utc)
     # Listing first: a bad endpoint, bucket or credentials fails before Spark starts.
-    objects = list_objects(settings, dataset.source.bucket, dataset.source.prefix, dataset.source.pattern)
+    source = dataset.source
+    objects = list_objects(settings, source.bucket, source.prefix, source.pattern,
+                           probe=source.listing == "dated")
     lake, bronze = ctx.lake, catalog.bronze(dataset)
+    start_after = listing_start(lake, dataset)
+    if source.listing == "dated":  # the probe only checked that the source can be listed
+        objects = list_objects(settings, source.bucket, source.prefix, source.pattern, start_after=start_after)
     check_bronze_schema(lake, dataset)
-    known = known_objects(lake, dataset)
+    known = known_objects(lake, dataset, objects)
     new = [o for o in objects if known.is_new(o)]
     counts = ctx.counts
     counts.update({"dataset": dataset.name, "objects_listed": len(objects), "objects_new": len(new),
+                   "listed_after": start_after,
                    "objects_ingested": 0, "objects_empty": 0, "objects_failed": 0, "objects_deferred": 0,
                    "rows_read": 0, "rows_written": 0, "corrupt_rows": 0, "rows_discarded_from_failed_objects": 0,
                    "no_new_data": not new})
@@ -184,7 +195,9 @@ def run(ctx: JobContext) -> dict:
             raise QualityGateBlocked(f"{dataset.name}: no new raw object under s3://{dataset.source.bucket}/"
                                      f"{dataset.source.prefix} and the dataset requires new data every run")
     finally:
-        for table in (bronze, INGEST_ERRORS, QUALITY_RESULTS):
+        if known.manifest is not None:
+            known.manifest.close()
+        for table in (bronze, INGEST_ERRORS, INGESTED_OBJECTS, QUALITY_RESULTS):
             if lake.exists(table):
                 ctx.record_table(table)
     return counts
@@ -194,6 +207,7 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             known: KnownObjects, ingested_at: dt.datetime, counts: dict) -> None:
     lake = ctx.lake
     committing = False
+    committed = None
     staged, statuses = stage_objects(ctx, dataset, settings, new, known, ingested_at)
     by_status = defaultdict(list)
     for s in statuses:
@@ -237,7 +251,7 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
         if committing:
             # Fenced by the bronze version the known objects were read at: if another ingest
             # committed since, this one conflicts instead of ingesting the same objects twice.
-            lake.commit_staged(staged, known.bronze_read)
+            committed = lake.commit_staged(staged, known.bronze_read)
     except BaseException as exc:
         # The staged files go unless the commit may have landed: a LakeError says nothing was
         # committed (the lake looked its commit up in the log), except CommitOutcomeUnknown; files
@@ -248,10 +262,15 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
             except Exception as discard_error:  # noqa: BLE001 - the original error is the one to report
                 log.warning("%s: could not delete staged files: %s", dataset.name, discard_error)
         raise
+    fingerprint = config_fingerprint(dataset)
+    versions = {o.key: known.next_version(o.key) for o in new}
     if failed or empty:
         # After the data commit: a crash in between only means these are read again next run.
-        fingerprint = config_fingerprint(dataset)
-        versions = {o.key: known.next_version(o.key) for o in new}
         lake.append(INGEST_ERRORS, ctx.spark.createDataFrame(
             [(dataset.name, s.key, s.etag, s.status, s.reason, s.records, ctx.run_id, ingested_at,
               versions[s.key], fingerprint) for s in failed + empty], INGEST_ERRORS_SCHEMA))
+    # Last: until it lands, readers of the manifest take this run's objects from bronze's log.
+    recorded = [(s.key, s.etag, versions[s.key], OBJECT_OK, fingerprint, ctx.run_date) for s in ok if committed] + \
+        [(s.key, s.etag, versions[s.key], s.status, fingerprint, None) for s in failed + empty]
+    if recorded and known.manifest is not None:
+        known.manifest.record(recorded, committed.version if committed else known.bronze_read.version, ctx.run_id)

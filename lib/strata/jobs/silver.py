@@ -21,6 +21,7 @@ from strata.catalog import QUALITY_RESULTS
 from strata.config import DatasetConfig
 from strata.publish import NotReconciled
 from strata.runner import JobContext
+from strata.sources.manifest import ObjectManifest
 from strata.transforms import silver as T
 
 
@@ -35,14 +36,16 @@ def run(ctx: JobContext) -> dict:
     counts = ctx.counts
     counts["dataset"] = dataset.name
     try:
-        bronze_all = lake.read(catalog.bronze(dataset))
-        bronze = _current_versions(bronze_all, bronze_all.where(F.col("_ingest_date") == F.lit(ctx.run_date).cast("date")),
-                                   counts)
+        # Only the run date's bronze partition; other versions of its objects via the manifest.
+        batch = lake.read(catalog.bronze(dataset), partitions=[{"_ingest_date": ctx.run_date}])
+        objects = ObjectManifest(lake, dataset)
+        bronze = _current_versions(objects, batch, counts)
         typed = T.prepare(bronze, dataset, ctx.run_date, ctx.run_id).persist()
         try:
-            _refine(ctx, dataset, bronze_all, bronze, typed, now, counts)
+            _refine(ctx, dataset, objects, bronze, typed, now, counts)
         finally:
             typed.unpersist()
+            objects.close()
     finally:
         for table in (target, catalog.quarantine_of(target), QUALITY_RESULTS):
             if lake.exists(table):
@@ -50,11 +53,12 @@ def run(ctx: JobContext) -> dict:
     return counts
 
 
-def _current_versions(bronze_all: DataFrame, batch: DataFrame, counts: dict) -> DataFrame:
+def _current_versions(manifest: ObjectManifest, batch: DataFrame, counts: dict) -> DataFrame:
     """The batch without the rows of objects that bronze has a newer version of: a re-run of an
     older date must not bring back what a re-delivery retracted. They count as superseded."""
     objects = batch.select("_source_key", "_source_version").distinct()
-    stale = (objects.join(T.newest_versions(bronze_all, objects), "_source_key")
+    keys = [row[0] for row in objects.select("_source_key").distinct().collect()]  # the run's objects
+    stale = (objects.join(T.newest_versions(manifest.bronze_versions(keys), objects), "_source_key")
              .where(F.col("_source_version") < F.col("_newest_version"))
              .select("_source_key", "_source_version").collect())  # one row per stale object
     counts.update(superseded_objects=len(stale), superseded_rows=0)
@@ -66,7 +70,7 @@ def _current_versions(bronze_all: DataFrame, batch: DataFrame, counts: dict) -> 
     return current
 
 
-def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bronze: DataFrame, typed: DataFrame,
+def _refine(ctx: JobContext, dataset: DatasetConfig, manifest: ObjectManifest, bronze: DataFrame, typed: DataFrame,
             now: dt.datetime, counts: dict) -> None:
     target = catalog.silver(dataset)
     counts.update(bronze_rows_read=bronze.count() + counts["superseded_rows"],
@@ -94,7 +98,8 @@ def _refine(ctx: JobContext, dataset: DatasetConfig, bronze_all: DataFrame, bron
     retract = unrefinable.select(*T.RECORD_ID)
     redelivered = bronze.where(F.col("_source_version") > 1).select("_source_key", "_source_version").distinct()
     if redelivered.limit(1).count():
-        retract = retract.unionByName(T.superseded_records(bronze_all, redelivered))
+        keys = [row[0] for row in redelivered.select("_source_key").distinct().collect()]
+        retract = retract.unionByName(T.superseded_records(manifest.bronze_rows(keys), redelivered))
     # Records that fail a rule now (one added since they were refined) are retracted too.
     how = publish.Upsert(dataset.keys, newer_by=dataset.version_by, retract=retract,
                          retract_rejected=tuple(T.RECORD_ID))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from strata.catalog import TableSpec
@@ -21,6 +22,22 @@ MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 
 class LakeError(RuntimeError):
     """A lake operation failed; nothing was committed."""
+
+
+def partition_matcher(table: str, partition_by: tuple[str, ...],
+                      partitions: list[dict[str, Any]] | None):
+    """A predicate over {column: Delta string} partition values: whether they are in one of
+    `partitions` (None: every partition). Values are compared as Delta strings."""
+    if partitions is None:
+        return lambda values: True
+    wanted = []
+    for p in partitions:
+        unknown = set(p) - set(partition_by)
+        if unknown:
+            raise LakeError(f"{table}: {sorted(unknown)} are not partition columns (the table is partitioned by "
+                            f"{list(partition_by)})")
+        wanted.append({c: files.partition_value_string(v) for c, v in p.items()})
+    return lambda values: any(all(values.get(c) == v for c, v in w.items()) for w in wanted)
 
 
 class SchemaMismatchError(LakeError):
@@ -177,8 +194,30 @@ class Lake(abc.ABC):
             fs.delete_file(f"{root}/{f['path']}")
 
     @abc.abstractmethod
-    def read(self, table: TableSpec, version: int | None = None,
-             timestamp: datetime | None = None) -> DataFrame: ...
+    def read(self, table: TableSpec, version: int | None = None, timestamp: datetime | None = None,
+             partitions: list[dict[str, Any]] | None = None) -> DataFrame:
+        """The table's rows. partitions: only the rows of these partitions, each a {column: value}
+        over some of the partition columns (a value None is the null partition); the files are
+        chosen from the snapshot by their partition values before any is opened. [] reads no file
+        (the schema only)."""
+
+    def partition_values(self, table: TableSpec) -> list[dict[str, str | None]]:
+        """The distinct partition values (Delta strings) of the table's current files."""
+        columns = list(table.partition_by)
+        if not columns:
+            return []
+        rows = self.read(table).select(*[F.col(c).cast("string").alias(c) for c in columns]).distinct().collect()
+        return [row.asDict() for row in rows]
+
+    def max_value(self, table: TableSpec, column: str,
+                  partitions: list[dict[str, Any]] | None = None) -> Any:
+        """The largest non-null value of a column in these partitions (None: no such value)."""
+        return self.read(table, partitions=partitions).agg(F.max(column)).first()[0]
+
+    def read_added(self, table: TableSpec, after: int, until: int) -> DataFrame:
+        """At least the rows that commits (after, until] added and version `until` still holds.
+        Here the whole table at `until`; an engine that reads its log returns only those files."""
+        return self.read(table, version=until)
 
     @abc.abstractmethod
     def version(self, table: TableSpec) -> int: ...

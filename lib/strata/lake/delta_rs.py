@@ -25,7 +25,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from strata.lake import files
 from strata.lake.base import (MAINTENANCE_OPERATIONS, CommitOutcomeUnknown, CommitResult, CompactResult,
                               ConflictError, Lake, LakeError, ReadSet, SchemaMismatchError, StagedFiles,
-                              TableNotFoundError, TableSpec)
+                              TableNotFoundError, TableSpec, partition_matcher)
 from strata.lake.schema import conform
 
 PartitionKey = tuple  # partition values as Delta strings, in partition column order
@@ -393,13 +393,17 @@ class DeltaRsLake(Lake):
             partitions_replaced=replaced or [])
 
     # ---- snapshot and reads ----------------------------------------------------------------
-    def _snapshot(self, delta: DeltaTable, partition_by: tuple[str, ...]) -> list[dict[str, Any]]:
-        """The snapshot's files: path, size, num_records, partition values (Delta strings)."""
+    def _snapshot(self, delta: DeltaTable, partition_by: tuple[str, ...],
+                  keep=None) -> list[dict[str, Any]]:
+        """The snapshot's files: path, size, num_records, partition values (Delta strings);
+        only those whose partition values `keep` accepts, when given."""
         actions = pa.table(delta.get_add_actions(flatten=False)).to_pylist()
         snapshot = []
         for action in actions:
             values = {c: files.partition_value_string((action.get("partition") or {}).get(c))
                       for c in partition_by}
+            if keep is not None and not keep(values):
+                continue
             # The log URL-encodes paths; add and remove actions take them raw.
             snapshot.append({"path": unquote(action["path"]), "size": action["size_bytes"],
                              "num_records": action.get("num_records"), "partition_values": values,
@@ -410,11 +414,50 @@ class DeltaRsLake(Lake):
                  targets: set[PartitionKey]) -> list[RemoveAction]:
         return [_remove(f) for f in self._snapshot(delta, partition_by) if f["key"] in targets]
 
-    def read(self, table: TableSpec, version: int | None = None,
-             timestamp: datetime | None = None) -> DataFrame:
+    def read(self, table: TableSpec, version: int | None = None, timestamp: datetime | None = None,
+             partitions: list[dict[str, Any]] | None = None) -> DataFrame:
         delta = self._delta(table, version, timestamp)
         partition_by = tuple(delta.metadata().partition_columns)
-        return self._read_files(table, delta, self._snapshot(delta, partition_by))
+        keep = None if partitions is None else partition_matcher(table.qualified_name, partition_by, partitions)
+        return self._read_files(table, delta, self._snapshot(delta, partition_by, keep))
+
+    def partition_values(self, table: TableSpec) -> list[dict[str, str | None]]:
+        delta = self._delta(table)
+        partition_by = tuple(delta.metadata().partition_columns)
+        distinct = {f["key"]: f["partition_values"] for f in self._snapshot(delta, partition_by)}
+        return list(distinct.values())
+
+    def max_value(self, table: TableSpec, column: str,
+                  partitions: list[dict[str, Any]] | None = None) -> Any:
+        """From the files' statistics when every selected file has them (no file is opened)."""
+        delta = self._delta(table)
+        partition_by = tuple(delta.metadata().partition_columns)
+        keep = partition_matcher(table.qualified_name, partition_by, partitions)
+        best, complete = None, True
+        for action in pa.table(delta.get_add_actions(flatten=False)).to_pylist():
+            values = {c: files.partition_value_string((action.get("partition") or {}).get(c)) for c in partition_by}
+            if not keep(values):
+                continue
+            stats = action.get("max") or {}
+            if stats.get(column) is None:
+                nulls = (action.get("null_count") or {}).get(column)
+                if nulls is None or nulls != action.get("num_records"):
+                    complete = False  # no statistics for it: look at the rows
+                    break
+                continue  # only nulls in this file
+            best = stats[column] if best is None else max(best, stats[column])
+        return best if complete else super().max_value(table, column, partitions)
+
+    def read_added(self, table: TableSpec, after: int, until: int) -> DataFrame:
+        """The files that commits (after, until] added and `until` still holds, from the log."""
+        added = set()
+        for version in range(after + 1, until + 1):
+            for action in self._log_entry(table, version):
+                if "add" in action:
+                    added.add(unquote(action["add"]["path"]))
+        delta = self._delta(table, until)
+        partition_by = tuple(delta.metadata().partition_columns)
+        return self._read_files(table, delta, [f for f in self._snapshot(delta, partition_by) if f["path"] in added])
 
     def _read_files(self, table: TableSpec | None, delta: DeltaTable, selected: list[dict]) -> DataFrame:
         location = files.Location(delta.table_uri.rstrip("/"), self.s3_endpoint, self.s3_region)

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from strata.lake.base import (MAINTENANCE_OPERATIONS, CommitResult, CompactResult, ConflictError, Lake, LakeError,
-                              ReadSet, TableNotFoundError, TableSpec)
+                              ReadSet, TableNotFoundError, TableSpec, partition_matcher)
 from strata.lake.schema import conform
 
 
@@ -128,7 +129,8 @@ class DeltaSparkLake(Lake):
             self.spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
         return self._result(table, "UPSERT")
 
-    def read(self, table: TableSpec, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
+    def read(self, table: TableSpec, version: int | None = None, timestamp: datetime | None = None,
+             partitions: list[dict[str, Any]] | None = None) -> DataFrame:
         if not self.exists(table):
             raise TableNotFoundError(f"{table.qualified_name}: no Delta table at {self.path(table)}")
         reader = self.spark.read.format("delta")
@@ -136,7 +138,19 @@ class DeltaSparkLake(Lake):
             reader = reader.option("versionAsOf", version)
         if timestamp is not None:
             reader = reader.option("timestampAsOf", timestamp.isoformat())
-        return reader.load(self.path(table))
+        df = reader.load(self.path(table))
+        if partitions is None:
+            return df
+        # A filter on partition columns only: Delta prunes the files by their partition values.
+        partition_matcher(table.qualified_name, tuple(table.partition_by), partitions)  # checks the columns
+        predicate = F.lit(False)
+        for p in partitions:
+            match = F.lit(True)
+            for column, value in p.items():
+                literal = F.lit(None if value is None else str(value)).cast(df.schema[column].dataType)
+                match = match & F.col(column).eqNullSafe(literal)
+            predicate = predicate | match
+        return df.where(predicate)
 
     def version(self, table: TableSpec) -> int:
         return self._delta_table.forPath(self.spark, self.path(table)).history(1).first()["version"]

@@ -43,12 +43,20 @@ class RawObject:
     last_modified: dt.datetime
 
 
-def list_objects(settings: S3Settings, bucket: str, prefix: str, pattern: str = "*") -> list[RawObject]:
-    """Every object under prefix whose file name matches pattern (paginated)."""
+def list_objects(settings: S3Settings, bucket: str, prefix: str, pattern: str = "*",
+                 start_after: str | None = None, probe: bool = False) -> list[RawObject]:
+    """Every object under prefix whose file name matches pattern (paginated); with start_after,
+    only the keys after it in S3's (lexicographic) order. probe: one key at most, only to check
+    that the source can be listed."""
     client = settings.client()
     found = []
+    kwargs = {"Bucket": bucket, "Prefix": prefix.rstrip("/") + "/"}
+    if start_after:
+        kwargs["StartAfter"] = start_after
+    if probe:
+        kwargs["PaginationConfig"] = {"MaxItems": 1, "PageSize": 1}
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+        for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
             for item in page.get("Contents", []):
                 key = item["Key"]
                 if key.endswith("/") or not fnmatch.fnmatch(key.rsplit("/", 1)[-1], pattern):
