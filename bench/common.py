@@ -1,5 +1,7 @@
-"""Shared helpers for the benchmarks in bench/: a local SparkSession, a timer, a readable table,
-and the one final JSON line (always the last line of stdout) that scripts and CI parse."""
+"""Shared helpers for the benchmarks in bench/: a local SparkSession, the instrumentation (a
+timer, CPU seconds of the process tree, a Recorder of phases with their Spark jobs), a readable
+table, and the one final JSON line (always the last line of stdout) that scripts and CI parse.
+A benchmark file is then a scenario: its data (bench/data.py), what it runs, what it checks."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +11,11 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 def add_spark_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -125,6 +129,134 @@ def cpu_seconds_between(before: dict[int, float] | None, after: dict[int, float]
     if before is None or after is None:
         return None
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+# ---- phases and their Spark jobs --------------------------------------------------------------
+JOB_GROUP_KEYS = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+
+
+@dataclass
+class Call:
+    """One recorded phase: a wrapped call or a `with recorder.phase(...)` block."""
+    name: str
+    group: str
+    parent: int | None
+    start: float = 0.0
+    end: float = 0.0
+    own_jobs: int = 0
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class Recorder:
+    """Phases of a run: each is timed and its Spark jobs land in a job group of its own (nested
+    phases get theirs; the caller's group is restored after). Jobs are counted per phase with
+    statusTracker().getJobIdsForGroup once the run is over (collect_jobs)."""
+
+    def __init__(self, spark, prefix: str = "bench") -> None:
+        self.sc = spark.sparkContext if hasattr(spark, "sparkContext") else spark
+        self.prefix = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.calls: list[Call] = []
+        self.stack: list[int] = []
+        self.storage: dict[str, list[dict[str, Any]]] = {}  # cache state after a phase, by phase
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Call]:
+        index = len(self.calls)
+        call = Call(name, f"{self.prefix}-{index}", self.stack[-1] if self.stack else None)
+        self.calls.append(call)
+        if call.parent is not None:
+            self.calls[call.parent].children.append(index)
+        saved = {key: self.sc.getLocalProperty(key) for key in JOB_GROUP_KEYS}
+        self.sc.setJobGroup(call.group, name)
+        self.stack.append(index)
+        call.start = time.perf_counter()
+        try:
+            yield call
+        finally:
+            call.end = time.perf_counter()
+            self.stack.pop()
+            for key, value in saved.items():
+                self.sc.setLocalProperty(key, value)
+
+    def wrap(self, name: str, fn: Callable, by_table: bool = False, storage_after: bool = False) -> Callable:
+        """fn, each call a phase; by_table: name[<layer>.<table>] when the first argument is a
+        TableSpec (the lake's methods); storage_after: snapshot the Spark cache after it."""
+        def wrapper(*args, **kwargs):
+            label = name
+            if by_table and args and hasattr(args[0], "qualified_name"):
+                label = f"{name}[{args[0].qualified_name}]"
+            try:
+                with self.phase(label):
+                    return fn(*args, **kwargs)
+            finally:
+                if storage_after:
+                    self.snapshot_storage(f"after {label}")
+        return wrapper
+
+    @contextmanager
+    def patched(self, owner: Any, names: Sequence[str], prefix: str = "", by_table: bool = False,
+                storage_after: Sequence[str] = ()) -> Iterator["Recorder"]:
+        """Wrap owner's functions (a module's, or an instance's methods) while inside; names the
+        owner lacks are skipped (the code under test moves between releases)."""
+        saved = [(name, owner.__dict__.get(name, _MISSING), getattr(owner, name))
+                 for name in names if hasattr(owner, name)]
+        for name, _, fn in saved:
+            setattr(owner, name, self.wrap(f"{prefix}{name}", fn, by_table, name in storage_after))
+        try:
+            yield self
+        finally:
+            for name, own, _ in saved:
+                if own is _MISSING:
+                    delattr(owner, name)  # an instance's method: the class's shows again
+                else:
+                    setattr(owner, name, own)
+
+    def snapshot_storage(self, label: str) -> None:
+        """The block manager's cached RDDs now: memory and disk bytes, cached partitions."""
+        infos = self.sc._jsc.sc().getRDDStorageInfo()
+        self.storage[label] = [{"rdd": i.id(), "memory_mb": i.memSize() / 1e6, "disk_mb": i.diskSize() / 1e6,
+                                "cached_partitions": i.numCachedPartitions(), "partitions": i.numPartitions()}
+                               for i in infos]
+
+    def collect_jobs(self) -> "Recorder":
+        tracker = self.sc.statusTracker()
+        for call in self.calls:
+            call.own_jobs = len(tracker.getJobIdsForGroup(call.group))
+        return self
+
+    def jobs(self, index: int) -> int:
+        """Spark jobs of a phase, its nested phases' included."""
+        call = self.calls[index]
+        return call.own_jobs + sum(self.jobs(c) for c in call.children)
+
+    def find(self, name: str) -> list[int]:
+        return [i for i, c in enumerate(self.calls) if c.name == name]
+
+    def total(self, *names: str) -> float:
+        return sum(self.calls[i].seconds for n in names for i in self.find(n))
+
+    def total_jobs(self, *names: str) -> int:
+        return sum(self.jobs(i) for n in names for i in self.find(n))
+
+    def span(self, *names: str) -> tuple[float, float] | None:
+        """(first start, last end) of the phases of any of these names; None if none happened."""
+        found = [self.calls[i] for n in names for i in self.find(n)]
+        return (min(c.start for c in found), max(c.end for c in found)) if found else None
+
+
+_MISSING = object()
+
+
+def breakdown_rows(phases: Sequence[tuple[str, str, bool]], seconds: dict[str, float], total: float,
+                   jobs: dict[str, int | None] | None = None) -> list[tuple]:
+    """Rows for print_table(["phase", "seconds", "% of run", "Spark jobs"], ...) from
+    (key, label, sub-phase?) specs; sub-phases detail the phase above them."""
+    return [(label, seconds[key], 100 * seconds[key] / total if total else None,
+             None if jobs is None else jobs.get(key)) for key, label, _ in phases]
 
 
 def fmt(value: Any) -> str:

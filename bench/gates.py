@@ -45,34 +45,25 @@ import shutil
 import sys
 import time
 import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.gates
-    from common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
-                        process_tree_cpu_seconds, timed)
+    import data
+    from common import (Recorder, add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish,
+                        print_table, process_tree_cpu_seconds, timed)
 except ImportError:  # pragma: no cover
-    from bench.common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
-                              process_tree_cpu_seconds, timed)
+    from bench import data
+    from bench.common import (Recorder, add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish,
+                              print_table, process_tree_cpu_seconds, timed)
 
 TARGET_OVERHEAD_PCT = 30
 RUN_DATE = dt.date(2024, 2, 1)
-DATASET = "trips"
+DATASET = data.DATASET
 INGESTED_AT = dt.datetime(2024, 2, 1, 6, 0, tzinfo=dt.timezone.utc)
 
-# Planted problems, by id % 1000 (so their counts are exact for any N).
-NULL_FARE, NULL_PICKUP = 1, 2              # not_null rules (a null pickup also nulls event_date)
-NEGATIVE_DISTANCE = (3, 4)                 # trip_distance between 0 and 200
-BAD_ZONE = (5, 6)                          # pickup_zone 300 / dropoff_zone 0: between 1 and 265
-CAST_ERROR = 7                             # fare_amount "12.5O": quarantined with gates off too
-CORRUPT = 8                                # a malformed line: quarantined with gates off too
-WARN_PASSENGERS = 9                        # passenger_count 9: a warn rule, the row is kept
-NEGATIVE_DURATION = 10                     # dropoff before pickup: trip_duration_min >= 0
-RULE_FAILURES = (NULL_FARE, NULL_PICKUP, *NEGATIVE_DISTANCE, *BAD_ZONE, NEGATIVE_DURATION)
-DUPLICATES = tuple(range(500, 505))        # exact re-deliveries of the row DUPLICATE_OFFSET before
-DUPLICATE_OFFSET = 400                     # ... whose id % 1000 is 100..104: a clean row
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,97 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- bronze ---------------------------------------------------------------------------------
-def planted(rows: int, codes: tuple[int, ...] | int) -> int:
-    """How many ids in [0, rows) have id % 1000 in codes."""
-    codes = (codes,) if isinstance(codes, int) else codes
-    return sum(rows // 1000 + (1 if c < rows % 1000 else 0) for c in codes)
-
-
-def expected_counts(rows: int, gates: bool) -> dict[str, int]:
-    """The silver job's counts for this bronze, from the planted problems."""
-    duplicates = planted(rows, DUPLICATES)
-    always = planted(rows, (CORRUPT, CAST_ERROR))
-    rules = planted(rows, RULE_FAILURES) if gates else 0
-    return {"bronze_rows_read": rows, "duplicates_dropped": duplicates,
-            "quarantined": always + rules, "upserted": rows - duplicates - always - rules}
-
-
-def bronze_frame(spark, rows: int, days: int, rows_per_object: int, partitions: int):
-    """The bronze table's rows (the ingest job's schema and column order) for RUN_DATE."""
-    from pyspark.sql import functions as F
-    from strata_dev.demo_data import COLUMNS
-
-    ident = F.col("id")
-    code = ident % 1000
-    src = F.when(code.isin(*DUPLICATES), ident - DUPLICATE_OFFSET).otherwise(ident)  # a duplicate's values
-
-    def uniform(k: int):  # [0, 1), a pure function of the source row, whatever the partitioning
-        return F.pmod(F.xxhash64(src, F.lit(k)), F.lit(1_000_003)) / F.lit(1_000_003.0)
-
-    def pick(k: int, values: list):
-        return F.element_at(F.array(*[F.lit(v) for v in values]),
-                            (F.floor(uniform(k) * len(values)) + 1).cast("int"))
-
-    def money(value):
-        return value.cast("decimal(12,2)").cast("string")
-
-    start = dt.datetime.combine(RUN_DATE - dt.timedelta(days=days), dt.time(), dt.timezone.utc)
-    pickup_s = F.lit(int(start.timestamp())) + (uniform(1) * (days * 86_400)).cast("long")
-    miles = F.round(F.lit(0.3) + F.lit(14.0) * uniform(2) * uniform(2), 2)
-    mph = F.lit(6.0) + F.lit(18.0) * uniform(3)
-    duration_s = (F.lit(60) + miles / mph * 3600).cast("long")
-    dropoff_s = F.when(code == NEGATIVE_DURATION, pickup_s - duration_s).otherwise(pickup_s + duration_s)
-    payment = pick(4, [1, 1, 1, 1, 1, 1, 1, 2, 2, 3])
-    fare = F.round(F.lit(3.0) + F.lit(2.5) * miles + duration_s / 120.0, 2)
-    extra = pick(5, [0.0, 0.0, 1.0, 2.5])
-    tip = F.when((payment == 1) & (uniform(6) < 0.7), F.round(fare * (F.lit(0.1) + F.lit(0.15) * uniform(7)), 2)) \
-        .otherwise(F.lit(0.0))
-    tolls = F.when((miles >= 10) & (uniform(8) < 0.5), F.lit(6.94)).otherwise(F.lit(0.0))
-
-    def timestamp_text(seconds):
-        return F.date_format(F.timestamp_seconds(seconds), "yyyy-MM-dd HH:mm:ss")
-
-    values = {
-        "trip_id": F.concat(F.lit("T"), F.lpad(src.cast("string"), 10, "0")),
-        "vendor_id": pick(9, [1, 2, 2]).cast("string"),
-        "pickup_at": F.when(code == NULL_PICKUP, F.lit(None)).otherwise(timestamp_text(pickup_s)),
-        "dropoff_at": timestamp_text(dropoff_s),
-        "passenger_count": F.when(code == WARN_PASSENGERS, F.lit("9"))
-                            .otherwise(pick(10, [1, 1, 1, 1, 1, 2, 2, 3, 5, 6]).cast("string")),
-        "trip_distance": money(F.when(code.isin(*NEGATIVE_DISTANCE), -miles).otherwise(miles)),
-        "rate_code": pick(11, [1] * 19 + [2]).cast("string"),
-        "pickup_zone": F.when(code == BAD_ZONE[0], F.lit("300"))
-                        .otherwise((F.floor(uniform(12) * 265) + 1).cast("int").cast("string")),
-        "dropoff_zone": F.when(code == BAD_ZONE[1], F.lit("0"))
-                         .otherwise((F.floor(uniform(13) * 265) + 1).cast("int").cast("string")),
-        "payment_type": payment.cast("string"),
-        "fare_amount": F.when(code == NULL_FARE, F.lit(None))
-                        .when(code == CAST_ERROR, F.concat(money(fare), F.lit("O")))
-                        .otherwise(money(fare)),
-        "extra": money(extra),
-        "tip_amount": money(tip),
-        "tolls_amount": money(tolls),
-        "total_amount": money(fare + extra + tip + tolls),
-    }
-    assert list(values) == list(COLUMNS)
-    corrupt = code == CORRUPT
-    obj = F.floor(ident / F.lit(rows_per_object)).cast("long")
-    key = F.format_string(f"trips/{RUN_DATE:%Y/%m/%d}/trips-%05d.csv", obj)
-    return spark.range(0, rows, numPartitions=partitions).select(
-        *[F.when(corrupt, F.lit(None).cast("string")).otherwise(v).alias(c) for c, v in values.items()],
-        key.alias("_source_key"),
-        F.md5(key).alias("_source_etag"),
-        F.lit(1).cast("int").alias("_source_version"),
-        (ident % rows_per_object + 2).cast("long").alias("_source_row"),  # data lines after the header
-        F.when(corrupt, F.concat(F.lit("T"), F.lpad(ident.cast("string"), 10, "0"), F.lit(',2,"2024-01-28 10:00:00')))
-         .alias("_corrupt_record"),
-        F.when(corrupt, F.lit("unterminated quote")).alias("_error"),
-        F.lit(INGESTED_AT).cast("timestamp").alias("_ingested_at"),
-        F.lit("bench-bronze").alias("_run_id"),
-        F.lit(RUN_DATE).cast("date").alias("_ingest_date"),
-    )
-
-
 def write_bronze(spark, root: Path, rows: int, days: int, rows_per_object: int) -> tuple[Any, float]:
     """The bronze table in a lake at root; (its TableSpec, seconds)."""
     from strata.config import load_config
@@ -203,7 +103,8 @@ def write_bronze(spark, root: Path, rows: int, days: int, rows_per_object: int) 
                        run_date=RUN_DATE.isoformat())
     partitions = spark.sparkContext.defaultParallelism * 8  # like the ingest job's parse tasks
     with timed() as t:
-        lake.append(table, bronze_frame(spark, rows, days, rows_per_object, partitions))
+        lake.append(table, data.bronze_trips(spark, rows, RUN_DATE, days, rows_per_object, partitions,
+                                               INGESTED_AT))
     return table, t.seconds
 
 
@@ -212,88 +113,7 @@ def copy_lake(source: Path, target: Path) -> None:
     shutil.copytree(source / "bronze", target / "bronze")
 
 
-# ---- instrumentation: wrapped calls, each with its own job group ----------------------------
-JOB_GROUP_KEYS = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
-
-
-@dataclass
-class Call:
-    name: str
-    group: str
-    parent: int | None
-    start: float = 0.0
-    end: float = 0.0
-    own_jobs: int = 0
-    children: list[int] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
-
-
-class Recorder:
-    """Wraps functions so each call is timed and its Spark jobs land in a job group of its own
-    (nested calls get theirs; the caller's group is restored after). Jobs are counted per call
-    with statusTracker().getJobIdsForGroup once the run is over (collect_jobs)."""
-
-    def __init__(self, sc, prefix: str) -> None:
-        self.sc, self.prefix = sc, prefix
-        self.calls: list[Call] = []
-        self.stack: list[int] = []
-        self.storage: dict[str, list[dict[str, Any]]] = {}  # cache state after a call, by call
-
-    def snapshot_storage(self, label: str) -> None:
-        """The block manager's cached RDDs now: memory and disk bytes, cached partitions."""
-        infos = self.sc._jsc.sc().getRDDStorageInfo()
-        self.storage[label] = [{"rdd": i.id(), "memory_mb": i.memSize() / 1e6, "disk_mb": i.diskSize() / 1e6,
-                                "cached_partitions": i.numCachedPartitions(), "partitions": i.numPartitions()}
-                               for i in infos]
-
-    def wrap(self, name: str, fn: Callable, by_table: bool = False, storage_after: bool = False) -> Callable:
-        def wrapper(*args, **kwargs):
-            label = name
-            if by_table and args and hasattr(args[0], "qualified_name"):
-                label = f"{name}[{args[0].qualified_name}]"
-            index = len(self.calls)
-            call = Call(label, f"{self.prefix}-{index}", self.stack[-1] if self.stack else None)
-            self.calls.append(call)
-            if call.parent is not None:
-                self.calls[call.parent].children.append(index)
-            saved = {key: self.sc.getLocalProperty(key) for key in JOB_GROUP_KEYS}
-            self.sc.setJobGroup(call.group, label)
-            self.stack.append(index)
-            call.start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                call.end = time.perf_counter()
-                self.stack.pop()
-                for key, value in saved.items():
-                    self.sc.setLocalProperty(key, value)
-                if storage_after:
-                    self.snapshot_storage(f"after {label}")
-        return wrapper
-
-    def collect_jobs(self) -> None:
-        tracker = self.sc.statusTracker()
-        for call in self.calls:
-            call.own_jobs = len(tracker.getJobIdsForGroup(call.group))
-
-    def jobs(self, index: int) -> int:
-        """Spark jobs of a call, its nested wrapped calls' included."""
-        call = self.calls[index]
-        return call.own_jobs + sum(self.jobs(c) for c in call.children)
-
-    def find(self, name: str) -> list[int]:
-        return [i for i, c in enumerate(self.calls) if c.name == name]
-
-    def total(self, *names: str) -> float:
-        return sum(self.calls[i].seconds for n in names for i in self.find(n))
-
-    def total_jobs(self, *names: str) -> int:
-        return sum(self.jobs(i) for n in names for i in self.find(n))
-
-
+# ---- instrumentation: the job's functions wrapped, each call a phase with its Spark jobs ----
 GATE_FUNCTIONS = ("run_gate", "split_rows")       # in strata.quality, called by gate_and_split
 QUALITY_FUNCTIONS = ("validate", "_build_docs")    # in strata.quality (run_gate calls them)
 LAKE_METHODS = ("upsert", "overwrite_partitions", "append", "_write_files", "_commit", "_create")
@@ -305,24 +125,14 @@ def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
     """Wrap the quality module's functions and this run's lake and context methods; everything
     is restored afterwards."""
     from strata import quality
-    saved = [(name, getattr(quality, name)) for name in GATE_FUNCTIONS + QUALITY_FUNCTIONS
-             if hasattr(quality, name)]
-    for name, fn in saved:
-        setattr(quality, name, recorder.wrap(name if name in GATE_FUNCTIONS else f"quality.{name}", fn,
-                                             storage_after=name in STORAGE_AFTER))
-    lake = ctx.lake  # created now, so its methods can be wrapped on the instance
-    for name in LAKE_METHODS:
-        setattr(lake, name, recorder.wrap(f"lake.{name}", getattr(lake, name), by_table=True,
-                                          storage_after=name in STORAGE_AFTER))
-    ctx.record_table = recorder.wrap("record_table", ctx.record_table)
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(recorder.patched(quality, GATE_FUNCTIONS, storage_after=STORAGE_AFTER))
+        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS, "quality.", storage_after=STORAGE_AFTER))
+        # The lake is created now, so its methods can be wrapped on the instance.
+        stack.enter_context(recorder.patched(ctx.lake, LAKE_METHODS, "lake.", by_table=True,
+                                             storage_after=STORAGE_AFTER))
+        stack.enter_context(recorder.patched(ctx, ("record_table",)))
         yield recorder
-    finally:
-        for name, fn in saved:
-            setattr(quality, name, fn)
-        for name in LAKE_METHODS:
-            lake.__dict__.pop(name, None)
-        ctx.__dict__.pop("record_table", None)
 
 
 def make_context(spark, lake_root: Path, docs_dir: Path, gates: bool):
@@ -352,7 +162,7 @@ class SilverRun:
 def run_silver(spark, lake_root: Path, gates: bool, label: str, repeat_index: int = 0) -> SilverRun:
     from strata.jobs import silver
     ctx = make_context(spark, lake_root, lake_root / "data_docs", gates)
-    recorder = Recorder(spark.sparkContext, f"bench-gates-{label}-{uuid.uuid4().hex[:6]}")
+    recorder = Recorder(spark, f"bench-gates-{label}")
     with instrumented(ctx, recorder):
         job = recorder.wrap("silver.run", silver.run)
         cpu_before = process_tree_cpu_seconds()
@@ -440,7 +250,7 @@ def check_run(run: SilverRun, rows: int, results_rows_expected: int, label: str 
     if accounted != rows:
         problems.append(f"{label}: upserted {c['upserted']:,} + quarantined {c['quarantined']:,} + "
                         f"duplicates {c['duplicates_dropped']:,} = {accounted:,}, bronze has {rows:,}")
-    for key, want in expected_counts(rows, run.gates).items():
+    for key, want in data.expected_silver_counts(rows, run.gates).items():
         if c.get(key) != want:
             problems.append(f"{label}: {key} is {c.get(key)}, planted {want:,}")
     lake, dataset = run.ctx.lake, run.ctx.config.dataset(DATASET)
@@ -527,21 +337,15 @@ def probes(spark, lake, dataset, no_unique_dir: Path) -> tuple[list[tuple], dict
                   f"{sum(i.diskSize() for i in infos) / 1e6:.0f} MB on disk")
     suite = quality.load_suite("silver", DATASET)
     no_unique = quality.load_suite("silver", DATASET, no_unique_dir)
-    sc = spark.sparkContext
+    recorder = Recorder(spark, "bench-gates-probe")
     results = []
 
     def measure(label: str, fn: Callable[[], Any], note: str = "") -> tuple[float, int, Any]:
-        group = f"bench-gates-probe-{uuid.uuid4().hex[:8]}"
-        sc.setJobGroup(group, label)
-        try:
-            with timed() as t:
-                value = fn()
-        finally:
-            for key in JOB_GROUP_KEYS:
-                sc.setLocalProperty(key, None)
-        jobs = len(sc.statusTracker().getJobIdsForGroup(group))
-        results.append((label, t.seconds, jobs, note))
-        return t.seconds, jobs, value
+        with recorder.phase(label) as call:
+            value = fn()
+        jobs = recorder.collect_jobs().jobs(recorder.calls.index(call))
+        results.append((label, call.seconds, jobs, note))
+        return call.seconds, jobs, value
 
     try:
         measure("GX validate, whole suite, 1st call", lambda: quality.validate(candidate, suite, "silver", DATASET),
@@ -601,7 +405,7 @@ def run(spark, args, workdir: Path) -> tuple[dict[str, Any], list[str]]:
 
     rows = args.rows
     n_expectations = len(load_suite("silver", DATASET).expectations)
-    print(f"gates: silver on {rows:,} bronze rows ({args.days} pickup days, {rows_planted(rows)}), "
+    print(f"gates: silver on {rows:,} bronze rows ({args.days} pickup days, {data.planted_summary(rows)}), "
           f"gates on vs off, best of {args.repeat}, master {spark.sparkContext.master}, "
           f"pyspark {pyspark.__version__}, great_expectations {great_expectations.__version__}, "
           f"deltalake {deltalake.__version__}, workdir {workdir}", flush=True)
@@ -785,12 +589,6 @@ def run(spark, args, workdir: Path) -> tuple[dict[str, Any], list[str]]:
         "counts_correct": not problems,
     }
     return figures, problems
-
-
-def rows_planted(rows: int) -> str:
-    return (f"planted: {planted(rows, RULE_FAILURES):,} rule failures, "
-            f"{planted(rows, (CAST_ERROR, CORRUPT)):,} cast errors + corrupt, "
-            f"{planted(rows, DUPLICATES):,} duplicates, {planted(rows, WARN_PASSENGERS):,} warn-only")
 
 
 if __name__ == "__main__":

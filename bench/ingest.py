@@ -27,24 +27,25 @@ import argparse
 import datetime as dt
 import io
 import sys
-import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.ingest
-    from common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
-                        process_tree_cpu_seconds, timed)
+    import data
+    from common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark, cpu_seconds_between,
+                        finish, print_table, process_tree_cpu_seconds, timed)
 except ImportError:  # pragma: no cover
-    from bench.common import (add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish, print_table,
-                              process_tree_cpu_seconds, timed)
+    from bench import data
+    from bench.common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark,
+                              cpu_seconds_between, finish, print_table, process_tree_cpu_seconds, timed)
 
 TARGET_RATIO = 0.7
 TARGET_RERUN_PCT = 10
 BUCKET = "bench-raw"
 WARMUP_BUCKET = "bench-warmup"
-PREFIX = "trips"  # conf/datasets/trips.yaml: source.prefix
+PREFIX = data.PREFIX
 RUN_DATE = dt.date(2024, 2, 1)
 
 
@@ -64,72 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ---- data -----------------------------------------------------------------------------------
-def layout(objects: int) -> tuple[int, int]:
-    """(days, objects_per_day) with days * objects_per_day == objects: as many daily folders as
-    possible up to a month."""
-    days = max(d for d in range(1, min(objects, 31) + 1) if objects % d == 0)
-    return days, objects // days
-
-
-def clean_spec(objects: int, rows_per_object: int, seed: int = 7):
-    """Plain CSV, no planted problems: every object parses the same way on both sides."""
-    from strata_dev.demo_data import DemoDataSpec
-    days, per_day = layout(objects)
-    return DemoDataSpec(days=days, objects_per_day=per_day, rows_per_object=rows_per_object, seed=seed,
-                        formats=("csv",), anomaly_rate=0.0, null_rate=0.0, negative_distance_rate=0.0,
-                        bad_zone_rate=0.0, duplicate_rate=0.0, malformed_line_rate=0.0,
-                        truncated_gzip_objects=0, empty_objects=0)
-
-
-def put_objects(s3, bucket: str, objects, local_dir: Path | None) -> int:
-    """Upload under PREFIX/ (and write the same bytes flat into local_dir); returns bytes."""
-    from strata_dev.demo_data import _ensure_bucket  # the generator's own bucket helper
-    _ensure_bucket(s3, bucket)
-    if local_dir is not None:
-        local_dir.mkdir(parents=True, exist_ok=True)
-    total = 0
-    for obj in objects:
-        s3.put_object(Bucket=bucket, Key=f"{PREFIX}/{obj.key}", Body=obj.data)
-        if local_dir is not None:
-            (local_dir / obj.key.replace("/", "_")).write_bytes(obj.data)
-        total += len(obj.data)
-    return total
-
-
 # ---- the job, with its phases timed ---------------------------------------------------------
-class Events:
-    """(name, start, end) of wrapped calls, perf_counter seconds."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, float, float]] = []
-
-    def wrap(self, name: str, fn: Callable, by_table: bool = False) -> Callable:
-        """fn, recording each call; by_table: name[<layer>.<table>] when the first argument is a
-        TableSpec (the lake's methods)."""
-        def wrapper(*args, **kwargs):
-            label = name
-            if by_table and args and hasattr(args[0], "qualified_name"):
-                label = f"{name}[{args[0].qualified_name}]"
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.items.append((label, start, time.perf_counter()))
-        return wrapper
-
-    def all(self, *names: str) -> list[tuple[float, float]]:
-        return [(s, e) for n, s, e in self.items if n in names]
-
-    def total(self, *names: str) -> float:
-        return sum(e - s for s, e in self.all(*names))
-
-    def span(self, *names: str) -> tuple[float, float] | None:
-        """(first start, last end) of the calls of any of these names; None if none happened."""
-        found = self.all(*names)
-        return (min(s for s, _ in found), max(e for _, e in found)) if found else None
-
-
 # Wrapped where present (the job's code moves between releases; a missing name is skipped).
 JOB_FUNCTIONS = ("list_objects", "known_objects", "stage_objects",
                  "run_gate", "load_suite", "validate", "enforce")        # in strata.jobs.ingest
@@ -139,29 +75,18 @@ LAKE_METHODS = ("append", "commit_staged")                              # on the
 
 
 @contextmanager
-def instrumented(ctx) -> Iterator[Events]:
+def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
     """Wrap the job module's and the quality module's functions, and this run's lake and
     context methods; everything is restored afterwards."""
     from strata import quality
     from strata.jobs import ingest
-    events = Events()
-    saved = [(module, name, getattr(module, name))
-             for module, names, _ in ((ingest, JOB_FUNCTIONS, ""), (quality, QUALITY_FUNCTIONS, "quality."))
-             for name in names if hasattr(module, name)]
-    for module, name, fn in saved:
-        setattr(module, name, events.wrap(("quality." if module is quality else "") + name, fn))
-    lake = ctx.lake  # created now, so its methods can be wrapped on the instance
-    for name in LAKE_METHODS:
-        setattr(lake, name, events.wrap(f"lake.{name}", getattr(lake, name), by_table=True))
-    ctx.record_table = events.wrap("record_table", ctx.record_table)
-    try:
-        yield events
-    finally:
-        for module, name, fn in saved:
-            setattr(module, name, fn)
-        for name in LAKE_METHODS:
-            lake.__dict__.pop(name, None)
-        ctx.__dict__.pop("record_table", None)
+    with ExitStack() as stack:
+        stack.enter_context(recorder.patched(ingest, JOB_FUNCTIONS))
+        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS, "quality."))
+        # The lake is created now, so its methods can be wrapped on the instance.
+        stack.enter_context(recorder.patched(ctx.lake, LAKE_METHODS, "lake.", by_table=True))
+        stack.enter_context(recorder.patched(ctx, ("record_table",)))
+        yield recorder
 
 
 def make_context(spark, lake_root: Path, endpoint: str, bucket: str, run_date: dt.date, docs_dir: Path):
@@ -180,17 +105,16 @@ def make_context(spark, lake_root: Path, endpoint: str, bucket: str, run_date: d
 
 def run_job(spark, lake_root: Path, endpoint: str, bucket: str, run_date: dt.date = RUN_DATE,
             docs_dir: Path | None = None):
-    """(seconds, cpu seconds, counts, events, ctx) of one in-process run of the ingest job."""
+    """(seconds, cpu seconds, counts, recorder, ctx) of one in-process run of the ingest job."""
     from strata.jobs import ingest
     ctx = make_context(spark, lake_root, endpoint, bucket, run_date, docs_dir or lake_root / "data_docs")
-    with instrumented(ctx) as events:
+    recorder = Recorder(spark, "bench-ingest")
+    with instrumented(ctx, recorder):
         cpu_before = process_tree_cpu_seconds()
-        start = time.perf_counter()
-        counts = ingest.run(ctx)
-        end = time.perf_counter()
+        with recorder.phase("run") as call:
+            counts = ingest.run(ctx)
         cpu = cpu_seconds_between(cpu_before, process_tree_cpu_seconds())
-    events.items.append(("run", start, end))
-    return end - start, cpu, counts, events, ctx
+    return call.seconds, cpu, counts, recorder.collect_jobs(), ctx
 
 
 # (json key, label, sub-phase?): sub-phases detail the phase above them and are not added up.
@@ -215,8 +139,9 @@ RERUN_PHASES = [
 ]
 
 
-def full_breakdown(events: Events, bronze: str) -> dict[str, float]:
-    """The full run's wall time cut into consecutive phases, from the wrapped calls."""
+def full_breakdown(events: Recorder, bronze: str) -> tuple[dict[str, float], dict[str, int]]:
+    """The full run's wall time cut into consecutive phases, from the wrapped calls, and the
+    Spark jobs of each."""
     start, end = events.span("run")
     gate = events.span(*GATE_FUNCTIONS)
     figures = {
@@ -234,19 +159,25 @@ def full_breakdown(events: Events, bronze: str) -> dict[str, float]:
     figures["gate_rest_s"] = figures["gate_s"] - figures["gate_validate_s"] - figures["gate_docs_s"] \
         - figures["gate_results_s"]
     figures["other_s"] = (end - start) - sum(figures[k] for k, _, sub in FULL_PHASES if not sub and k != "other_s")
-    return figures
+    jobs = {"list_s": events.total_jobs("list_objects"), "known_objects_s": events.total_jobs("known_objects"),
+            "stage_s": events.total_jobs("stage_objects"), "gate_s": events.total_jobs("run_gate"),
+            "gate_validate_s": events.total_jobs("quality.validate") - events.total_jobs("quality._build_docs"),
+            "gate_docs_s": events.total_jobs("quality._build_docs"),
+            "gate_results_s": events.total_jobs("lake.append[quality.results]"),
+            "commit_s": events.total_jobs("lake.commit_staged"), "record_table_s": events.total_jobs("record_table"),
+            "other_s": events.calls[events.find("run")[0]].own_jobs}
+    return figures, jobs
 
 
-def rerun_breakdown(events: Events) -> dict[str, float]:
+def rerun_breakdown(events: Recorder) -> tuple[dict[str, float], dict[str, int]]:
     start, end = events.span("run")
     figures = {"list_s": events.total("list_objects"), "known_objects_s": events.total("known_objects"),
                "record_table_s": events.total("record_table")}
     figures["other_s"] = (end - start) - sum(figures.values())
-    return figures
-
-
-def breakdown_rows(phases: list[tuple[str, str, bool]], figures: dict[str, float], total: float) -> list[tuple]:
-    return [(label, figures[key], 100 * figures[key] / total) for key, label, _ in phases]
+    jobs = {"list_s": events.total_jobs("list_objects"), "known_objects_s": events.total_jobs("known_objects"),
+            "record_table_s": events.total_jobs("record_table"),
+            "other_s": events.calls[events.find("run")[0]].own_jobs}
+    return figures, jobs
 
 
 # ---- the baseline ---------------------------------------------------------------------------
@@ -339,20 +270,18 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
     import pyspark
     import deltalake
     from deltalake import DeltaTable
-    from strata_dev.demo_data import generate
-
+    
     n_objects, per_object = args.objects, args.rows_per_object
     rows = n_objects * per_object
     problems: list[str] = []
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
-    spec = clean_spec(n_objects, per_object)
     with timed() as t_gen:
-        objects, manifest = generate(spec)
+        objects, manifest, spec = data.clean_objects(n_objects, per_object)
     assert manifest.totals["data_rows"] == rows, manifest.totals
     csv_dir = workdir / "csv"
     with timed() as t_up:
-        size = put_objects(s3, BUCKET, objects, csv_dir)
+        size = data.put_objects(s3, BUCKET, objects, csv_dir)
     print(f"ingest: {n_objects} CSV objects x {per_object:,} rows = {rows:,} rows, {size / 1e6:.1f} MB "
           f"({spec.days} days x {spec.objects_per_day} objects), best of {args.repeat}, "
           f"master {spark.sparkContext.master}, pyspark {pyspark.__version__}, deltalake {deltalake.__version__}, "
@@ -361,8 +290,8 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
           f"in {t_up.seconds:.1f}s (not timed below)\n", flush=True)
 
     # Warm-up (untimed): Python workers, the GX and deltalake imports, both code paths.
-    warm_objects, _ = generate(clean_spec(2, 200, seed=8))
-    put_objects(s3, WARMUP_BUCKET, warm_objects, workdir / "warmup-csv")
+    warm_objects, _, _ = data.clean_objects(2, 200, seed=8)
+    data.put_objects(s3, WARMUP_BUCKET, warm_objects, workdir / "warmup-csv")
     with timed() as t_warm:
         run_job(spark, workdir / "warmup-lake", endpoint, WARMUP_BUCKET, docs_dir=workdir / "data_docs")
         baseline(spark, workdir / "warmup-csv", workdir / "warmup-parquet")
@@ -447,12 +376,14 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
           f"(target <= {TARGET_RERUN_PCT}%): {rerun_verdict}")
     print(f"row counts: {'ok' if not problems else 'WRONG'}\n", flush=True)
 
-    phases = full_breakdown(events_of[("ingest", best_run)], bronze_of[best_run][2].qualified_name)
-    print_table(["phase", "seconds", "% of run"], breakdown_rows(FULL_PHASES, phases, ingest_s),
+    phases, phase_jobs = full_breakdown(events_of[("ingest", best_run)], bronze_of[best_run][2].qualified_name)
+    print_table(["phase", "seconds", "% of run", "Spark jobs"],
+                breakdown_rows(FULL_PHASES, phases, ingest_s, phase_jobs),
                 title=f"full ingest run {best_run + 1}, breakdown (wrapped functions; top-level phases "
                       f"are consecutive, indented ones detail the phase above)")
-    re_phases = rerun_breakdown(events_of[("rerun", best_rerun)])
-    print_table(["phase", "seconds", "% of re-run"], breakdown_rows(RERUN_PHASES, re_phases, rerun_s),
+    re_phases, re_jobs = rerun_breakdown(events_of[("rerun", best_rerun)])
+    print_table(["phase", "seconds", "% of re-run", "Spark jobs"],
+                breakdown_rows(RERUN_PHASES, re_phases, rerun_s, re_jobs),
                 title="re-run with nothing new, breakdown")
 
     probe_rows = probes(s3, endpoint, [f"{PREFIX}/{o.key}" for o in objects], objects[0].data, per_object)
@@ -483,6 +414,8 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
         "rerun_verdict": rerun_verdict,
         "breakdown_s": {key: round(phases[key], 3) for key, _, _ in FULL_PHASES},
         "rerun_breakdown_s": {key: round(re_phases[key], 3) for key, _, _ in RERUN_PHASES},
+        "breakdown_jobs": phase_jobs,
+        "rerun_breakdown_jobs": re_jobs,
         "probe_fast_path_rows_per_s": round(probe_rows[1][2]),
         "probe_line_parser_rows_per_s": round(probe_rows[2][2]),
         "probe_pyarrow_csv_rows_per_s": round(probe_rows[3][2]),

@@ -2,7 +2,9 @@
 Tables are read back with deltalake directly as an independent reader."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -132,6 +134,65 @@ def test_upsert_moves_a_key_between_partitions_without_duplicating(spark, lake):
     lake.upsert(TRIPS, rows(spark, [(3, D3, 33.0, "moved")]), keys=["id"])
     expected = rows(spark, [(1, D1, 10.0, "a"), (2, D1, 20.0, "b"), (4, D3, 40.0, "d"), (3, D3, 33.0, "moved")])
     assert_same(independent_read(spark, lake, TRIPS), expected)
+
+
+def _files_of(lake, table, date):
+    uris = DeltaTable(lake.path(table), storage_options=lake.storage_options).file_uris()
+    return {u for u in uris if f"event_date={date.isoformat()}" in u}
+
+
+# The key lookup reads only files whose key stats can hold a new row's key (and files without
+# usable stats): one append per date, so each date's file holds one id range.
+def test_upsert_by_key_reads_only_files_whose_stats_can_hold_the_keys(spark, lake):
+    for day in (BASE[:2], BASE[2:3], BASE[3:]):
+        lake.append(TRIPS, rows(spark, day))
+    d3_files = _files_of(lake, TRIPS, D3)
+    # id 3 moves from D2 to D1; id 9 is new in D1. D3's file (ids 4..4) cannot hold either.
+    result = lake.upsert(TRIPS, rows(spark, [(3, D1, 33.0, "moved"), (9, D1, 90.0, "new")]), keys=["id"])
+    assert result.partitions_replaced == [{"event_date": "2024-01-01"}, {"event_date": "2024-01-02"}]
+    assert _files_of(lake, TRIPS, D3) == d3_files and not _files_of(lake, TRIPS, D2)
+    expected = rows(spark, [BASE[0], BASE[1], (3, D1, 33.0, "moved"), (9, D1, 90.0, "new"), BASE[3]])
+    assert_same(independent_read(spark, lake, TRIPS), expected)
+    assert_same(lake.read(TRIPS), expected)
+
+
+def test_upsert_moves_a_key_out_of_a_file_without_stats(spark, lake):
+    lake.append(TRIPS, rows(spark, BASE[:2]))
+    # A file of D2 with no min/max stats (as another writer may leave it): it must be read.
+    adds = lake._write_files(TRIPS, rows(spark, [(3, D2, 30.0, "c")]), ("event_date",))
+    bare = [dataclasses.replace(a, stats=json.dumps({"numRecords": json.loads(a.stats)["numRecords"]}))
+            for a in adds]
+    lake._append_adds(TRIPS, lake._delta(TRIPS), bare, rows(spark, BASE[:1]).schema, None)
+    lake.append(TRIPS, rows(spark, BASE[3:]))
+    result = lake.upsert(TRIPS, rows(spark, [(3, D3, 33.0, "moved")]), keys=["id"])
+    assert {p["event_date"] for p in result.partitions_replaced} == {"2024-01-02", "2024-01-03"}
+    assert_same(independent_read(spark, lake, TRIPS),
+                rows(spark, [BASE[0], BASE[1], BASE[3], (3, D3, 33.0, "moved")]))
+
+
+def test_upsert_by_a_long_string_key_without_stats_finds_it_in_another_partition(spark, lake):
+    table = TableSpec("silver", "events", partition_by=("event_date",))
+    long_id = "x" * (files.STATS_STRING_MAX + 8)  # too long for stats: the file is always read
+    schema = "key string, event_date date, amount double"
+    lake.append(table, spark.createDataFrame([(long_id, D1, 1.0), ("short", D1, 2.0)], schema))
+    lake.append(table, spark.createDataFrame([("other", D2, 3.0)], schema))
+    lake.upsert(table, spark.createDataFrame([(long_id, D3, 10.0)], schema), keys=["key"])
+    assert_df_equality(lake.read(table), spark.createDataFrame(
+        [("short", D1, 2.0), ("other", D2, 3.0), (long_id, D3, 10.0)], schema),
+        ignore_row_order=True, ignore_nullable=True)
+
+
+def test_upsert_key_ranges_compare_per_partition_of_the_new_rows(spark, lake):
+    # New rows in D1 (ids 1..2) and D3 (ids 7..8): D2's file (ids 3..6) overlaps the overall
+    # range 1..8 but neither partition's range, so it is not rewritten.
+    lake.append(TRIPS, rows(spark, [(1, D1, 1.0, "a"), (2, D1, 2.0, "b")]))
+    lake.append(TRIPS, rows(spark, [(3, D2, 3.0, "c"), (6, D2, 6.0, "f")]))
+    lake.append(TRIPS, rows(spark, [(7, D3, 7.0, "g")]))
+    result = lake.upsert(TRIPS, rows(spark, [(2, D1, 20.0, "B"), (8, D3, 80.0, "h")]), keys=["id"])
+    assert result.partitions_replaced == [{"event_date": "2024-01-01"}, {"event_date": "2024-01-03"}]
+    assert_same(independent_read(spark, lake, TRIPS), rows(spark, [
+        (1, D1, 1.0, "a"), (2, D1, 20.0, "B"), (3, D2, 3.0, "c"), (6, D2, 6.0, "f"), (7, D3, 7.0, "g"),
+        (8, D3, 80.0, "h")]))
 
 
 def test_upsert_rejects_duplicate_keys(spark, lake):

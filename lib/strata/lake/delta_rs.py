@@ -187,18 +187,28 @@ class DeltaRsLake(Lake):
         retract. None: unpartitioned."""
         if not partition_by:
             return None
-        touched = set(_distinct_partition_keys(source, partition_by))
+        look_up_keys = not set(partition_by) <= set(keys)
+        prunable = [k for k in keys if isinstance(source.schema[k].dataType, _PRUNABLE_TYPES)] if look_up_keys else []
+        # One pass over the new rows: their partitions and, per partition, each key's range.
+        ranges = _partition_key_ranges(source, partition_by, prunable)
+        touched = set(ranges)
+        outside = [f for f in snapshot if f["key"] not in touched]  # touched ones are read anyway
         lookups = []
-        if not set(partition_by) <= set(keys):
-            lookups.append(source.select(*keys))
+        if look_up_keys:
+            # Only a file whose key stats can hold a new row's key can hold an older version of
+            # it; a file without usable stats is always read.
+            stats = _key_stats(delta, prunable)
+            candidates = [f for f in outside if _may_hold(stats.get(f["path"]), list(ranges.values()), prunable)]
+            lookups.append((source.select(*keys), candidates))
         if retract is not None:
-            lookups.append(retract)
-        if lookups:
-            columns = {c for frame in lookups for c in frame.columns} | set(partition_by)
-            existing = self._read_files(None, delta, snapshot).select(*sorted(columns))
-            for lookup in lookups:
-                found = existing.join(lookup, on=lookup.columns, how="left_semi")
-                touched |= set(_distinct_partition_keys(found, partition_by))
+            lookups.append((retract, outside))
+        for lookup, candidates in lookups:
+            if not candidates:
+                continue
+            columns = set(lookup.columns) | set(partition_by)
+            existing = self._read_files(None, delta, candidates).select(*sorted(columns))
+            found = existing.join(lookup, on=lookup.columns, how="left_semi")
+            touched |= set(_distinct_partition_keys(found, partition_by))
         return touched
 
     def _conform(self, table: TableSpec, delta: DeltaTable,
@@ -653,9 +663,8 @@ def _keys_to_dicts(keys: Iterable[PartitionKey], partition_by: tuple[str, ...]) 
     return [dict(zip(partition_by, key)) for key in sorted(keys, key=lambda k: [str(v) for v in k])]
 
 
-def _distinct_partition_keys(df: DataFrame, partition_by: tuple[str, ...]) -> list[PartitionKey]:
-    """Distinct partition values as Delta strings, computed by Spark (only these few rows reach
-    the driver)."""
+def _partition_strings(df: DataFrame, partition_by: tuple[str, ...]) -> list:
+    """The partition columns as the Delta strings of their values."""
     as_strings = []
     for column in partition_by:
         dtype = df.schema[column].dataType
@@ -666,7 +675,57 @@ def _distinct_partition_keys(df: DataFrame, partition_by: tuple[str, ...]) -> li
         else:
             value = F.col(column).cast("string")
         as_strings.append(value.alias(column))
-    return [tuple(row) for row in df.select(*as_strings).distinct().collect()]
+    return as_strings
+
+
+def _distinct_partition_keys(df: DataFrame, partition_by: tuple[str, ...]) -> list[PartitionKey]:
+    """Distinct partition values as Delta strings, computed by Spark (only these few rows reach
+    the driver)."""
+    return [tuple(row) for row in df.select(*_partition_strings(df, partition_by)).distinct().collect()]
+
+
+# Key types whose Delta stats are exact bounds (timestamps are cut to milliseconds: not a bound).
+_PRUNABLE_TYPES = (T.StringType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.DateType)
+KeyRanges = dict[str, tuple[Any, Any]]  # key column -> (min, max)
+
+
+def _partition_key_ranges(df: DataFrame, partition_by: tuple[str, ...],
+                          keys: list[str]) -> dict[PartitionKey, KeyRanges]:
+    """Per partition of df's rows: each key column's (min, max), in one aggregation (a row per
+    partition reaches the driver)."""
+    aggregates = [F.struct(F.min(k).alias("lo"), F.max(k).alias("hi")).alias(f"__range_{i}")
+                  for i, k in enumerate(keys)] or [F.count(F.lit(1)).alias("__rows")]
+    grouped = df.groupBy(*_partition_strings(df, partition_by)).agg(*aggregates).collect()
+    return {tuple(row[c] for c in partition_by): {k: (row[f"__range_{i}"]["lo"], row[f"__range_{i}"]["hi"])
+                                                   for i, k in enumerate(keys)}
+            for row in grouped}
+
+
+def _key_stats(delta: DeltaTable, keys: list[str]) -> dict[str, KeyRanges]:
+    """Per file path: (min, max) of each key column that has usable stats, from the log."""
+    if not keys:
+        return {}
+    stats = {}
+    for action in pa.table(delta.get_add_actions(flatten=False)).to_pylist():
+        lows, highs = action.get("min") or {}, action.get("max") or {}
+        usable = {}
+        for k in keys:
+            lo, hi = lows.get(k), highs.get(k)
+            # Other writers cut long strings in stats (a cut max is no bound): not usable.
+            if lo is None or hi is None or (isinstance(hi, str) and len(hi) >= files.STATS_STRING_MAX):
+                continue
+            usable[k] = (lo, hi)
+        stats[unquote(action["path"])] = usable
+    return stats
+
+
+def _may_hold(file_ranges: KeyRanges | None, source_ranges: list[KeyRanges], keys: list[str]) -> bool:
+    """Whether a file with these key stats can hold a key in one of the source's ranges (yes
+    when any key column lacks stats)."""
+    if not keys or not file_ranges or any(k not in file_ranges for k in keys):
+        return True
+    return any(all(file_ranges[k][0] <= r[k][1] and r[k][0] <= file_ranges[k][1] for k in keys)
+               for r in source_ranges)
 
 
 def _first_line(exc: BaseException) -> str:
