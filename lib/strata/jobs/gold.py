@@ -35,6 +35,15 @@ def partitions_to_rebuild(ctx: JobContext, dataset: DatasetConfig, silver: DataF
     return [dict(zip(columns, key)) for key in sorted(found, key=lambda k: [str(v) for v in k])]
 
 
+def _rows_of(ctx: JobContext, silver: DataFrame, partitions: list[dict], columns: list[str]) -> DataFrame:
+    """The silver rows whose values of `columns` (some of silver's partition columns) are those of
+    one of `partitions`."""
+    values = sorted({tuple(p[c] for c in columns) for p in partitions}, key=lambda k: [str(v) for v in k])
+    wanted = ctx.spark.createDataFrame(values, ", ".join(f"`{c}` string" for c in columns))
+    wanted = wanted.select(*[F.col(c).cast(silver.schema[c].dataType).alias(c) for c in columns])
+    return silver.join(F.broadcast(wanted), on=[silver[c].eqNullSafe(wanted[c]) for c in columns], how="left_semi")
+
+
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
     if dataset.gold is None:
@@ -46,15 +55,16 @@ def run(ctx: JobContext) -> dict:
     if not partitions:
         return counts
     columns = list(dataset.partition_by)
-    wanted = ctx.spark.createDataFrame([tuple(p[c] for c in columns) for p in partitions],
-                                       ", ".join(f"`{c}` string" for c in columns))
-    wanted = wanted.select(*[F.col(c).cast(silver.schema[c].dataType).alias(c) for c in columns])
-    rows = silver.join(F.broadcast(wanted), on=[silver[c].eqNullSafe(wanted[c]) for c in columns], how="left_semi")
     gold = dataset.gold
+    tables = dict(zip(["features", "analysis"], catalog.gold_tables(dataset)))
+    rows = _rows_of(ctx, silver, partitions, columns)
     frames = {"features": T.features(rows, dataset.keys, columns, gold.features, gold.label)}
     if gold.analysis:
+        # An analysis table partitioned by fewer columns than silver is rebuilt from every silver
+        # row of each partition it replaces, not only from the silver partitions that changed.
+        if list(tables["analysis"].partition_by) != columns:
+            rows = _rows_of(ctx, silver, partitions, list(tables["analysis"].partition_by))
         frames["analysis"] = T.aggregate(rows, gold.analysis.group_by, gold.analysis.metrics)
-    tables = dict(zip(frames, catalog.gold_tables(dataset)))
     outputs = [publish.Output(tables[name], frame.persist(),
                               publish.ReplacePartitions([{c: p[c] for c in tables[name].partition_by}
                                                          for p in partitions]))
