@@ -583,17 +583,18 @@ def _renamed_hint(name: str, rename: dict[str, str]) -> str:
 def _zones() -> frozenset[str]:
     import zoneinfo
 
-    return frozenset(zoneinfo.available_timezones())
+    # the system's zoneinfo files also hold 'localtime' (this machine's zone, not a name) and 'Factory'
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "Factory"}
 
 
 def _check_timezone(name: str, fail: Callable[[str], typing.NoReturn]) -> None:
-    """An IANA zone name zoneinfo knows (Spark's JVM carries the same database). Not 'localtime'
-    or 'posix/...' files, which the JVM does not know."""
+    """An IANA zone name zoneinfo knows (Spark's JVM carries the same database), not a file of the
+    zoneinfo folder that is no zone name."""
     import zoneinfo
 
     known = _zones()
     try:
-        found = name in known if known else zoneinfo.ZoneInfo(name) is not None
+        found = name in known if known else name != "localtime" and zoneinfo.ZoneInfo(name) is not None
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         found = False
     if not found:
