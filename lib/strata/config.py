@@ -136,7 +136,7 @@ class ContentKeyConfig:
 class DatasetConfig:
     name: str
     source: RawSourceConfig
-    # column name -> Spark SQL type, in order
+    # source column (as its header names it) -> Spark SQL type, in order; silver renames (source.rename)
     schema: dict[str, str]
     keys: list[str]
     partition_by: list[str] = field(default_factory=list)
