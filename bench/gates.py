@@ -13,7 +13,7 @@
 3. Spark jobs counted with job groups (statusTracker): one strata.quality.validate call, and
    the whole silver run each way.
 4. a breakdown of each run from wrapping the job's functions in this script (lib/ is not
-   touched): run_gate (GX validate, Data Docs, quality.results append), split_rows, the silver
+   touched): the publish path's gate (GX validate, Data Docs, quality.results append), split_rows, the silver
    upsert, the quarantine write.
 5. what-if: one more gates-on run with the suite minus expect_column_values_to_be_unique
    (trip_id is unique by construction after the job's de-duplication, and lake.upsert checks
@@ -114,8 +114,9 @@ def copy_lake(source: Path, target: Path) -> None:
 
 
 # ---- instrumentation: the job's functions wrapped, each call a phase with its Spark jobs ----
-GATE_FUNCTIONS = ("run_gate", "split_rows")       # in strata.quality, called by gate_and_split
-QUALITY_FUNCTIONS = ("validate", "_build_docs")    # in strata.quality (run_gate calls them)
+GATE_FUNCTIONS = ("gate",)                         # in strata.publish
+QUALITY_FUNCTIONS = ("validate", "split_rows")     # in strata.quality, called by the publish path
+DOCS_FUNCTIONS = ("_build_docs",)                  # in strata.quality.validation (validate calls it)
 LAKE_METHODS = ("upsert", "overwrite_partitions", "append", "_write_files", "_commit", "_create")
 STORAGE_AFTER = ("validate", "upsert")             # the cache state is recorded after these
 
@@ -124,10 +125,12 @@ STORAGE_AFTER = ("validate", "upsert")             # the cache state is recorded
 def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
     """Wrap the quality module's functions and this run's lake and context methods; everything
     is restored afterwards."""
-    from strata import quality
+    from strata import publish, quality
+    from strata.quality import validation
     with ExitStack() as stack:
-        stack.enter_context(recorder.patched(quality, GATE_FUNCTIONS, storage_after=STORAGE_AFTER))
-        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS, "quality.", storage_after=STORAGE_AFTER))
+        stack.enter_context(recorder.patched(publish, GATE_FUNCTIONS, storage_after=STORAGE_AFTER))
+        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS, storage_after=STORAGE_AFTER))
+        stack.enter_context(recorder.patched(validation, DOCS_FUNCTIONS, "quality."))
         # The lake is created now, so its methods can be wrapped on the instance.
         stack.enter_context(recorder.patched(ctx.lake, LAKE_METHODS, "lake.", by_table=True,
                                              storage_after=STORAGE_AFTER))
@@ -180,7 +183,7 @@ def run_silver(spark, lake_root: Path, gates: bool, label: str, repeat_index: in
 # (key, label, sub-phase?): sub-phases detail the phase above them and are not added up.
 PHASES = [
     ("prepare_s", "read bronze, type, de-dup, cache (2 counts)", False),
-    ("gate_s", "run_gate", False),
+    ("gate_s", "gate", False),
     ("gate_validate_s", "  GX validate (a filter over the typed cache)", True),
     ("gate_docs_s", "  GX Data Docs build", True),
     ("gate_results_s", "  append to quality.results", True),
@@ -200,14 +203,14 @@ def breakdown(run: SilverRun) -> tuple[dict[str, float], dict[str, int]]:
     rec = run.recorder
     [root] = rec.find("silver.run")
     start, end = rec.calls[root].start, rec.calls[root].end
-    first = [rec.calls[i].start for n in ("run_gate", "split_rows", "lake.upsert[silver.trips]")
+    first = [rec.calls[i].start for n in ("gate", "split_rows", "lake.upsert[silver.trips]")
              for i in rec.find(n)]
     prepare_end = min(first) if first else end
     silver_t, quarantine_t = "silver.trips", "quarantine.trips"
     seconds = {
         "prepare_s": prepare_end - start,
-        "gate_s": rec.total("run_gate"),
-        "gate_validate_s": rec.total("quality.validate") - rec.total("quality._build_docs"),
+        "gate_s": rec.total("gate"),
+        "gate_validate_s": rec.total("validate") - rec.total("quality._build_docs"),
         "gate_docs_s": rec.total("quality._build_docs"),
         "gate_results_s": rec.total("lake.append[quality.results]"),
         "split_s": rec.total("split_rows"),
@@ -220,8 +223,8 @@ def breakdown(run: SilverRun) -> tuple[dict[str, float], dict[str, int]]:
     seconds["upsert_rest_s"] = seconds["upsert_s"] - seconds["upsert_write_s"]
     seconds["tail_s"] = (end - start) - sum(seconds[k] for k, _, sub in PHASES if not sub and k != "tail_s")
     jobs = {
-        "gate_s": rec.total_jobs("run_gate"),
-        "gate_validate_s": rec.total_jobs("quality.validate"),
+        "gate_s": rec.total_jobs("gate"),
+        "gate_validate_s": rec.total_jobs("validate"),
         "gate_docs_s": rec.total_jobs("quality._build_docs"),
         "gate_results_s": rec.total_jobs("lake.append[quality.results]"),
         "split_s": rec.total_jobs("split_rows"),
@@ -529,7 +532,7 @@ def run(spark, args, workdir: Path) -> tuple[dict[str, Any], list[str]]:
         alt_jobs = alt.recorder.jobs(alt.recorder.find("silver.run")[0])
         alt_overhead = 100 * (alt.seconds - best_off.seconds) / best_off.seconds
         alt_cpu = (100 * (alt.cpu - best_off.cpu) / best_off.cpu if alt.cpu and best_off.cpu else None)
-        print_table(["silver run", "seconds", "cpu s", "jobs", "run_gate s", "validate s", "overhead vs off"],
+        print_table(["silver run", "seconds", "cpu s", "jobs", "gate s", "validate s", "overhead vs off"],
                     [("gates on", best_on.seconds, best_on.cpu, run_jobs_on, on_s["gate_s"],
                       on_s["gate_validate_s"], f"{overhead:.1f}%"),
                      (f"gates on, suite minus {UNIQUE}", alt.seconds, alt.cpu, alt_jobs, alt_s["gate_s"],

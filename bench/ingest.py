@@ -67,10 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---- the job, with its phases timed ---------------------------------------------------------
 # Wrapped where present (the job's code moves between releases; a missing name is skipped).
-JOB_FUNCTIONS = ("list_objects", "known_objects", "stage_objects",
-                 "run_gate", "load_suite", "validate", "enforce")        # in strata.jobs.ingest
-GATE_FUNCTIONS = ("run_gate", "load_suite", "validate", "enforce")     # the job's bronze gate
-QUALITY_FUNCTIONS = ("validate", "_build_docs")                         # in strata.quality
+JOB_FUNCTIONS = ("list_objects", "known_objects", "stage_objects")     # in strata.jobs.ingest
+GATE_FUNCTIONS = ("gate", "load_suite", "validate", "enforce")         # the job's bronze gate
+QUALITY_FUNCTIONS = ("load_suite", "validate", "enforce")              # in strata.quality
+DOCS_FUNCTIONS = ("_build_docs",)                                      # in strata.quality.validation
 LAKE_METHODS = ("append", "commit_staged")                              # on the run's lake
 
 
@@ -78,11 +78,14 @@ LAKE_METHODS = ("append", "commit_staged")                              # on the
 def instrumented(ctx, recorder: Recorder) -> Iterator[Recorder]:
     """Wrap the job module's and the quality module's functions, and this run's lake and
     context methods; everything is restored afterwards."""
-    from strata import quality
+    from strata import publish, quality
     from strata.jobs import ingest
+    from strata.quality import validation
     with ExitStack() as stack:
         stack.enter_context(recorder.patched(ingest, JOB_FUNCTIONS))
-        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS, "quality."))
+        stack.enter_context(recorder.patched(publish, ("gate",)))
+        stack.enter_context(recorder.patched(quality, QUALITY_FUNCTIONS))
+        stack.enter_context(recorder.patched(validation, DOCS_FUNCTIONS, "quality."))
         # The lake is created now, so its methods can be wrapped on the instance.
         stack.enter_context(recorder.patched(ctx.lake, LAKE_METHODS, "lake.", by_table=True))
         stack.enter_context(recorder.patched(ctx, ("record_table",)))
@@ -149,7 +152,7 @@ def full_breakdown(events: Recorder, bronze: str) -> tuple[dict[str, float], dic
         "known_objects_s": events.total("known_objects"),
         "stage_s": events.total("stage_objects"),
         "gate_s": gate[1] - gate[0] if gate else 0.0,
-        "gate_validate_s": (events.total("quality.validate") or events.total("validate"))
+        "gate_validate_s": (events.total("validate") or events.total("validate"))
                            - events.total("quality._build_docs"),
         "gate_docs_s": events.total("quality._build_docs"),
         "gate_results_s": events.total("lake.append[quality.results]"),
@@ -160,8 +163,8 @@ def full_breakdown(events: Recorder, bronze: str) -> tuple[dict[str, float], dic
         - figures["gate_results_s"]
     figures["other_s"] = (end - start) - sum(figures[k] for k, _, sub in FULL_PHASES if not sub and k != "other_s")
     jobs = {"list_s": events.total_jobs("list_objects"), "known_objects_s": events.total_jobs("known_objects"),
-            "stage_s": events.total_jobs("stage_objects"), "gate_s": events.total_jobs("run_gate"),
-            "gate_validate_s": events.total_jobs("quality.validate") - events.total_jobs("quality._build_docs"),
+            "stage_s": events.total_jobs("stage_objects"), "gate_s": events.total_jobs("gate"),
+            "gate_validate_s": events.total_jobs("validate") - events.total_jobs("quality._build_docs"),
             "gate_docs_s": events.total_jobs("quality._build_docs"),
             "gate_results_s": events.total_jobs("lake.append[quality.results]"),
             "commit_s": events.total_jobs("lake.commit_staged"), "record_table_s": events.total_jobs("record_table"),

@@ -282,3 +282,120 @@ def test_config_cli_prints_keys_one_per_line(capsys, monkeypatch):
 def test_version_by_names_known_columns(conf_dir):
     edit_dataset(conf_dir, "trips", lambda c: c.update(version_by=["_ingested_at", "_source_verison"]))
     assert re.search(r"trips.yaml: .*version_by.*_source_verison", refused(conf_dir))
+
+
+# --- real feeds: renamed columns, a source time zone, a content key, stated gold partitions ------
+
+YELLOW = Path(__file__).resolve().parent / "fixtures" / "yellow" / "conf" / "datasets" / "yellow.yaml"
+
+
+@pytest.fixture
+def yellow_conf(conf_dir):
+    shutil.copy(YELLOW, conf_dir / "datasets" / "yellow.yaml")
+    return conf_dir
+
+
+def test_a_real_feed_loads_with_its_new_names(yellow_conf):
+    yellow = load_config("local", yellow_conf, environ={}).dataset("yellow")
+    assert yellow.source.rename["tpep_pickup_datetime"] == "pickup_at"
+    assert yellow.source.timezone == "America/New_York"
+    assert list(yellow.schema)[:2] == ["VendorID", "tpep_pickup_datetime"]  # bronze keeps the header
+    # "all": the schema's columns, in order, by their silver names
+    assert yellow.content_key.columns[:3] == ["vendor_id", "pickup_at", "dropoff_at"]
+    assert len(yellow.content_key.columns) == 18
+    assert yellow.gold.analysis.partition_by == ["event_date"]
+    from strata import catalog
+    assert catalog.analysis(yellow).partition_by == ("event_date",)
+    assert catalog.silver(yellow).partition_by == ("event_date", "vendor_id")
+
+
+def test_the_default_time_zone_is_utc_and_analysis_partitions_are_inferred():
+    trips = load_config("local", CONF, environ={}).dataset("trips")
+    assert trips.source.timezone == "UTC" and trips.source.rename == {} and trips.content_key is None
+    from strata import catalog
+    assert trips.gold.analysis.partition_by is None and catalog.analysis(trips).partition_by == ("event_date",)
+
+
+@pytest.mark.parametrize("change, message", [
+    # rename
+    (lambda d: d["source"]["rename"].update(PULocationId="pickup_zone"),
+     r"yellow.yaml: key 'datasets.yellow.source.rename.PULocationId' renames 'PULocationID' a second time"),
+    (lambda d: d["source"]["rename"].update(DOLocation="dropoff"),
+     r"yellow.yaml: key 'datasets.yellow.source.rename.DOLocation' renames unknown column 'DOLocation': "
+     r"not in 'schema' \(did you mean 'DOLocationID'\?\)"),
+    (lambda d: d["source"]["rename"].update(extra="fare_amount"),
+     r"yellow.yaml: key 'datasets.yellow.source.rename.extra' renames 'extra' to 'fare_amount', already a column \('fare_amount'"),
+    (lambda d: d["source"]["rename"].update(extra="Pickup_Zone"),
+     r"key 'datasets.yellow.source.rename.(extra|PULocationID)' renames '(extra|PULocationID)' to '(Pickup_Zone|pickup_zone)', already a column"),
+    (lambda d: d["source"]["rename"].update(extra="extra charge"),
+     r"key 'datasets.yellow.source.rename.extra' renames 'extra' to 'extra charge', which is not a plain name"),
+    (lambda d: d["source"]["rename"].update(extra="_source_key"),
+     r"key 'datasets.yellow.source.rename.extra' renames 'extra' to '_source_key', which is not a plain name"),
+    (lambda d: d["source"].update(rename=["VendorID"]), r"key 'datasets.yellow.source.rename' must be a mapping"),
+    (lambda d: d["derive"].update(vendor_id="1"), r"key 'datasets.yellow.derive' column 'vendor_id' is already a column"),
+    # after the rename, only the new names are columns: the hint says what the old one became
+    (lambda d: d.update(partition_by=["event_date", "VendorID"]),
+     r"key 'datasets.yellow.partition_by' names unknown column 'VendorID': not in 'schema' or 'derive' "
+     r"\(source.rename renames 'VendorID' to 'vendor_id'\)"),
+    (lambda d: d["derive"].update(hour="hour(tpep_pickup_datetime)"),
+     r"key 'datasets.yellow.derive.hour' names unknown column 'tpep_pickup_datetime' \(source.rename renames "
+     r"'tpep_pickup_datetime' to 'pickup_at'\)"),
+    (lambda d: d.update(version_by=["tpep_dropoff_datetime"]), r"key 'datasets.yellow.version_by' names unknown column 'tpep_dropoff_datetime'"),
+    (lambda d: d["gold"]["features"].update(zone="PULocationID"), r"key 'datasets.yellow.gold.features.zone' names unknown column 'PULocationID'"),
+    # time zone
+    (lambda d: d["source"].update(timezone="America/New_Yrok"),
+     r"key 'datasets.yellow.source.timezone' is not an IANA time zone name: 'America/New_Yrok' \(did you mean 'America/New_York'\?\)"),
+    (lambda d: d["source"].update(timezone="Mars/Olympus"), r"key 'datasets.yellow.source.timezone' is not an IANA time zone name: 'Mars/Olympus'"),
+    (lambda d: d["source"].update(timezone="../../etc/passwd"), r"key 'datasets.yellow.source.timezone' is not an IANA time zone name"),
+    (lambda d: d["source"].update(timezone="localtime"), r"key 'datasets.yellow.source.timezone' is not an IANA time zone name"),
+    (lambda d: d["source"].update(timezone=5), r"key 'datasets.yellow.source.timezone' is not an IANA time zone name: '5'"),
+    # content key
+    (lambda d: d["content_key"].update(columns=["vendor_id", "pickup_time"]),
+     r"key 'datasets.yellow.content_key.columns' names unknown column 'pickup_time': not a 'schema' column \(did you mean 'pickup_at'\?\)"),
+    (lambda d: d["content_key"].update(columns=["VendorID"]),
+     r"key 'datasets.yellow.content_key.columns' names unknown column 'VendorID': not a 'schema' column \(source.rename renames"),
+    (lambda d: d["content_key"].update(columns=["event_date"]), r"key 'datasets.yellow.content_key.columns' names unknown column 'event_date'"),
+    (lambda d: d["content_key"].update(columns=["fare_amount", "fare_amount"]), r"key 'datasets.yellow.content_key.columns' names 'fare_amount' twice"),
+    (lambda d: d["content_key"].update(columns=[]), r"key 'datasets.yellow.content_key.columns' must name at least one column, or be 'all'"),
+    (lambda d: d["content_key"].update(columns="every"), r"key 'datasets.yellow.content_key.columns' must be a list or 'all', got 'every'"),
+    (lambda d: d["content_key"].update(name="fare_amount"), r"key 'datasets.yellow.content_key.name' column 'fare_amount' is already a column"),
+    (lambda d: d["content_key"].update(hash="md5"), r"unknown key 'datasets.yellow.content_key.hash'"),
+    # the analysis table's stated partitions
+    (lambda d: d["gold"]["analysis"].update(partition_by=["vendor_id"]),
+     r"key 'datasets.yellow.gold.analysis.partition_by' names 'vendor_id', which is not in group_by \['event_date', 'pickup_zone'\]"),
+    (lambda d: d["gold"]["analysis"].update(partition_by=["pickup_zone"]),
+     r"key 'datasets.yellow.gold.analysis.partition_by' names 'pickup_zone', which is not one of the dataset's partition columns"),
+    (lambda d: d["gold"]["analysis"].update(partition_by=[]),
+     r"key 'datasets.yellow.gold.analysis.partition_by' must name at least one of the dataset's partition columns"),
+    (lambda d: d["gold"]["analysis"].update(partition_by="event_date"), r"key 'datasets.yellow.gold.analysis.partition_by' must be a list"),
+])
+def test_feed_config_mistakes_are_one_line(yellow_conf, change, message):
+    edit_dataset(yellow_conf, "yellow", change)
+    seen = refused(yellow_conf)
+    assert re.search(message, seen), seen
+    assert seen.startswith(str(yellow_conf / "datasets" / "yellow.yaml"))
+
+
+def test_keys_may_name_the_content_key_and_derive_may_use_it(yellow_conf):
+    def change(d):
+        d["derive"]["short_id"] = "substr(trip_id, 1, 8)"
+        d["content_key"]["columns"] = ["vendor_id", "pickup_at", "pickup_zone"]
+    edit_dataset(yellow_conf, "yellow", change)
+    yellow = load_config("local", yellow_conf, environ={}).dataset("yellow")
+    assert yellow.keys == ["trip_id"] and yellow.content_key.columns == ["vendor_id", "pickup_at", "pickup_zone"]
+
+
+def test_a_renamed_swap_and_a_case_only_source_spelling_load(yellow_conf):
+    def change(d):
+        d["source"]["rename"].update(extra="mta_tax", mta_tax="extra", Improvement_Surcharge="surcharge")
+    edit_dataset(yellow_conf, "yellow", change)
+    yellow = load_config("local", yellow_conf, environ={}).dataset("yellow")
+    assert yellow.source.rename["extra"] == "mta_tax" and yellow.source.rename["improvement_surcharge"] == "surcharge"
+
+
+def test_the_analysis_partition_columns_may_be_stated_for_the_shipped_trips(conf_dir):
+    edit_dataset(conf_dir, "trips", lambda d: d["gold"]["analysis"].update(partition_by=["Event_Date"]))
+    trips = load_config("local", conf_dir, environ={}).dataset("trips")
+    assert trips.gold.analysis.partition_by == ["event_date"]  # the dataset's spelling
+    edit_dataset(conf_dir, "trips", lambda d: d["gold"]["analysis"].update(group_by=["pickup_zone"], partition_by=["event_date"]))
+    assert "key 'datasets.trips.gold.analysis.partition_by' names 'event_date', which is not in group_by" in refused(conf_dir)

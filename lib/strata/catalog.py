@@ -80,11 +80,13 @@ def features(dataset: DatasetConfig) -> TableSpec:
 
 
 def analysis(dataset: DatasetConfig) -> TableSpec | None:
-    """The warehouse's aggregate, partitioned by the dataset's partition columns it groups by;
-    None when the dataset configures none."""
+    """The warehouse's aggregate, partitioned by its configured partition_by (by default the
+    dataset's partition columns it groups by); None when the dataset configures none."""
     if dataset.gold is None or dataset.gold.analysis is None:
         return None
     config = dataset.gold.analysis
+    if config.partition_by is not None:
+        return TableSpec("gold", config.name, partition_by=tuple(config.partition_by))
     return TableSpec("gold", config.name,
                      partition_by=tuple(c for c in dataset.partition_by if c in config.group_by))
 

@@ -5,9 +5,10 @@ dataset is a config change. Every error is one line naming the key and the file 
 is raised before Spark starts.
 
 Loading checks types first (_build), then meaning (_check_meaning): names are plain and every
-table name is unique in the lake, schema types are Spark SQL types, keys and partition columns
-exist, the gold analysis keeps the partition columns, and every SQL expression of a dataset parses
-(sqlglot, Spark dialect: no JVM) and names only columns it can see. An error never shows a value
+table name is unique in the lake, schema types are Spark SQL types, source.rename renames declared
+columns to new unique names, source.timezone is an IANA zone, keys and partition columns exist
+(under their new names), the gold analysis's partitions can be replaced by each run, and every SQL
+expression of a dataset parses (sqlglot, Spark dialect: no JVM) and names only columns it can see. An error never shows a value
 that came from the environment or sits under a key that looks like a credential.
 """
 from __future__ import annotations
@@ -103,6 +104,10 @@ class RawSourceConfig:
     # are not listed either.
     listing: Literal["full", "dated"] = "full"
     lookback_days: int = 3
+    # source column (a `schema` key, as the header has it) -> the name silver and gold use
+    rename: dict[str, str] = field(default_factory=dict)
+    # IANA zone of timestamps that carry no offset; silver converts them to UTC
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,9 @@ class AnalysisConfig:
     name: str
     group_by: list[str]
     metrics: dict[str, str]
+    # The table's partition columns: dataset partition columns it groups by. None: those of the
+    # dataset's partition columns that group_by holds (group_by must then hold all of them).
+    partition_by: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,10 +131,19 @@ class GoldConfig:
 
 
 @dataclass(frozen=True)
+class ContentKeyConfig:
+    """A silver column holding a sha2-256 of the record's source values, for sources without an id."""
+    name: str
+    # "all" (every schema column, in schema order) or schema columns (by their silver names); the
+    # hash follows this order
+    columns: list[str] | Literal["all"] = "all"
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     name: str
     source: RawSourceConfig
-    # column name -> Spark SQL type, in order
+    # source column (as its header names it) -> Spark SQL type, in order; silver renames (source.rename)
     schema: dict[str, str]
     keys: list[str]
     partition_by: list[str] = field(default_factory=list)
@@ -140,6 +157,8 @@ class DatasetConfig:
     require_new_data: bool = False
     # Silver: derived columns, Spark SQL over the typed columns, in order (may define partition_by).
     derive: dict[str, str] = field(default_factory=dict)
+    # A content-hash column (may then be named in keys), for sources without an id.
+    content_key: ContentKeyConfig | None = None
     gold: GoldConfig | None = None
 
 
@@ -321,8 +340,15 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], origins: dict) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, path, origins)
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:
+            return _coerce(arms[0], value, path, origins)
+        for arm in arms:
+            try:
+                return _coerce(arm, value, path, origins)
+            except ConfigError:
+                continue
+        fail(" or ".join(_expected(arm) for arm in arms))
     if origin is Literal:
         if value not in args:
             fail(f"one of {list(args)}")
@@ -357,6 +383,14 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...], origins: dict) -> Any:
             fail("a string")
         return str(value).lower() if isinstance(value, bool) else str(value)
     raise ConfigError(f"{key}: unsupported config type {tp}")  # a bug in this module, not in config
+
+
+def _expected(tp: Any) -> str:
+    """How an error names what a type accepts."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {list: "a list", dict: "a mapping", str: "a string", int: "an integer", float: "a number",
+            bool: "true or false"}.get(typing.get_origin(tp) or tp, str(tp))
 
 
 # --- what values an error may show -------------------------------------------------------------
@@ -435,23 +469,34 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
     if dataset.source.lookback_days < 0:
         fail(("source", "lookback_days"), f"must be 0 or more, got {dataset.source.lookback_days}")
 
-    # silver's columns: the schema, then the derived ones; lower case -> name as written
-    columns: dict[str, str] = {}
+    # bronze's columns: the schema as the source has it; lower case -> name as written
+    source: dict[str, str] = {}
     if not dataset.schema:
         fail(("schema",), "must name at least one column")
     schema = {}
     for column, spark_type in dataset.schema.items():
-        _check_column_name(column, columns, lambda message: fail(("schema",), message))
+        _check_column_name(column, source, lambda message: fail(("schema",), message))
         normal = _spark_type(spark_type)
         if normal is None:
             fail(("schema", column), f"is not a Spark SQL type: {show(('schema', column), spark_type)}; "
                                      f"expected one of {', '.join(SPARK_TYPES)}, decimal(p,s)")
         schema[column] = normal
+    rename = _check_rename(dataset, source, fail)
+    _check_timezone(dataset.source.timezone, lambda message: fail(("source", "timezone"), message))
 
+    # silver's columns: the schema under its new names, the content key, then the derived ones
+    columns = {rename.get(c, c).lower(): rename.get(c, c) for c in schema}
+    content_key = dataset.content_key
+    if content_key is not None:
+        content_key = _check_content_key(content_key, columns, rename, fail)
     visible = {c.lower(): c for c in SOURCE_LINEAGE} | dict(columns)
+
+    def hint(name: str) -> str:
+        return _renamed_hint(name, rename)
+
     for column, expression in dataset.derive.items():
         _check_column_name(column, columns, lambda message: fail(("derive",), message))
-        _check_sql(expression, visible, lambda message, c=column: fail(("derive", c), message))
+        _check_sql(expression, visible, lambda message, c=column: fail(("derive", c), message), hint)
         visible[column.lower()] = column  # later derived columns see this one
 
     if not dataset.keys:
@@ -460,12 +505,12 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
         for name in names:
             if name.lower() not in columns:
                 fail((sub,), f"names unknown column {name!r}: not in 'schema' or 'derive'"
-                             f"{_did_you_mean(name, columns)}")
+                             f"{hint(name) or _did_you_mean(name, columns)}")
     for name in dataset.version_by:
         if name.lower() not in visible:
             fail(("version_by",), f"names unknown column {name!r}: not in 'schema', 'derive' or the lineage "
-                                  f"columns {list(SOURCE_LINEAGE)}{_did_you_mean(name, visible)}")
-
+                                  f"columns {list(SOURCE_LINEAGE)}"
+                                  f"{hint(name) or _did_you_mean(name, visible)}")
     gold = dataset.gold
     if gold is not None:
         silver = visible | {c.lower(): c for c in REFINED_LINEAGE}
@@ -475,9 +520,9 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
             outputs["label"] = "label"
         for column, expression in gold.features.items():
             _check_column_name(column, outputs, lambda message: fail(("gold", "features"), message))
-            _check_sql(expression, silver, lambda message, c=column: fail(("gold", "features", c), message))
+            _check_sql(expression, silver, lambda message, c=column: fail(("gold", "features", c), message), hint)
         if gold.label is not None:
-            _check_sql(gold.label, silver, lambda message: fail(("gold", "label"), message))
+            _check_sql(gold.label, silver, lambda message: fail(("gold", "label"), message), hint)
         analysis = gold.analysis
         if analysis is not None:
             sub = ("gold", "analysis")
@@ -486,21 +531,134 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
                                       f"got {show(sub + ('name',), analysis.name)}")
             for name in analysis.group_by:
                 if name.lower() not in silver:
-                    fail(sub + ("group_by",), f"names unknown column {name!r}{_did_you_mean(name, silver)}")
-            # gold replaces the analysis table's partitions of the dates it refines: the table is
-            # partitioned by the partition columns in group_by (strata.catalog.analysis), and
-            # without them a second run cannot replace what the first one wrote.
-            missing = [c for c in dataset.partition_by if c not in analysis.group_by]
-            if missing:
-                fail(sub + ("group_by",),
-                     f"must hold the dataset's partition column{'s' if len(missing) > 1 else ''} "
-                     f"{', '.join(repr(c) for c in missing)}: the analysis table is partitioned by the "
-                     f"partition columns in group_by, and each gold run replaces the partitions it refines")
+                    fail(sub + ("group_by",), f"names unknown column {name!r}{hint(name) or _did_you_mean(name, silver)}")
+            if analysis.partition_by is None:
+                # gold replaces the analysis table's partitions of the dates it refines: by default
+                # the table is partitioned by the partition columns in group_by (strata.catalog.analysis),
+                # and without them a second run cannot replace what the first one wrote.
+                missing = [c for c in dataset.partition_by if c not in analysis.group_by]
+                if missing:
+                    fail(sub + ("group_by",),
+                         f"must hold the dataset's partition column{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(repr(c) for c in missing)}: the analysis table is partitioned by the "
+                         f"partition columns in group_by, and each gold run replaces the partitions it "
+                         f"refines (or state gold.analysis.partition_by)")
+            else:
+                analysis = _check_analysis_partitions(analysis, dataset.partition_by,
+                                                      lambda message: fail(sub + ("partition_by",), message))
+                gold = dataclasses.replace(gold, analysis=analysis)
             outputs = {c.lower(): c for c in analysis.group_by}
             for column, expression in analysis.metrics.items():
                 _check_column_name(column, outputs, lambda message: fail(sub + ("metrics",), message))
-                _check_sql(expression, silver, lambda message, c=column: fail(sub + ("metrics", c), message))
-    return dataclasses.replace(dataset, schema=schema)
+                _check_sql(expression, silver, lambda message, c=column: fail(sub + ("metrics", c), message), hint)
+    return dataclasses.replace(dataset, schema=schema, source=dataclasses.replace(dataset.source, rename=rename),
+                               content_key=content_key, gold=gold)
+
+
+def _check_rename(dataset: DatasetConfig, source: dict[str, str],
+                  fail: Callable[[tuple[str, ...], str], typing.NoReturn]) -> dict[str, str]:
+    """source.rename: declared source column -> a new plain name no other silver column has.
+    Returns it keyed by the schema's spelling of each source column."""
+    rename: dict[str, str] = {}
+    for column, target in dataset.source.rename.items():
+        sub = ("source", "rename", column)
+        declared = source.get(column.lower())
+        if declared is None:
+            fail(sub, f"renames unknown column {column!r}: not in 'schema'{_did_you_mean(column, source)}")
+        if declared in rename:
+            fail(sub, f"renames {declared!r} a second time (Spark ignores case in names)")
+        if not COLUMN.match(target):
+            fail(sub, f"renames {column!r} to {target!r}, which is not a plain name ({COLUMN_RULE})")
+        rename[declared] = target
+    # the columns that keep their name first, so a collision is reported on the rename
+    names = {c.lower(): c for c in source.values() if c not in rename}
+    for column, target in rename.items():
+        if target.lower() in names:
+            clash = names[target.lower()]
+            fail(("source", "rename", column),
+                 f"renames {column!r} to {target!r}, already a column ({clash!r}; Spark ignores case in names)")
+        names[target.lower()] = target
+    return rename
+
+
+def _renamed_hint(name: str, rename: dict[str, str]) -> str:
+    """For a name that source.rename renames: what it is called after silver casts."""
+    for column, target in rename.items():
+        if column.lower() == name.lower() and target.lower() != name.lower():
+            return f" (source.rename renames {column!r} to {target!r})"
+    return ""
+
+
+@functools.lru_cache(maxsize=None)
+def _zones() -> frozenset[str]:
+    import zoneinfo
+
+    # the system's zoneinfo files also hold 'localtime' (this machine's zone, not a name) and 'Factory'
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "Factory"}
+
+
+def _check_timezone(name: str, fail: Callable[[str], typing.NoReturn]) -> None:
+    """An IANA zone name zoneinfo knows (Spark's JVM carries the same database), not a file of the
+    zoneinfo folder that is no zone name."""
+    import zoneinfo
+
+    known = _zones()
+    try:
+        found = name in known if known else name != "localtime" and zoneinfo.ZoneInfo(name) is not None
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        found = False
+    if not found:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        fail(f"is not an IANA time zone name: {name!r} "
+             + (f"(did you mean {close[0]!r}?)" if close else "(e.g. 'America/New_York', 'UTC')"))
+
+
+def _check_content_key(key: ContentKeyConfig, columns: dict[str, str], rename: dict[str, str],
+                       fail: Callable[[tuple[str, ...], str], typing.NoReturn]) -> ContentKeyConfig:
+    """The hash's columns are schema columns (by their silver names), each once; "all" becomes
+    the schema's columns in order. The key's name becomes a silver column (added to `columns`)."""
+    sub = ("content_key", "columns")
+    if key.columns == "all":
+        names = list(columns.values())
+    else:
+        if not key.columns:
+            fail(sub, "must name at least one column, or be 'all'")
+        names, seen = [], set()
+        for name in key.columns:
+            if name.lower() not in columns:
+                fail(sub, f"names unknown column {name!r}: not a 'schema' column"
+                          f"{_renamed_hint(name, rename) or _did_you_mean(name, columns)}")
+            if name.lower() in seen:
+                fail(sub, f"names {name!r} twice")
+            seen.add(name.lower())
+            names.append(columns[name.lower()])
+    _check_column_name(key.name, columns, lambda message: fail(("content_key", "name"), message))
+    return dataclasses.replace(key, columns=names)
+
+
+def _check_analysis_partitions(analysis: AnalysisConfig, partition_by: list[str],
+                               fail: Callable[[str], typing.NoReturn]) -> AnalysisConfig:
+    """gold rebuilds the silver partitions that changed and replaces the analysis partitions they
+    fall in: so each analysis partition column is a column the table groups by (it has the column)
+    and one of the dataset's partition columns (a changed silver partition names its value).
+    Returned with the dataset's spelling of each."""
+    group_by = {c.lower() for c in analysis.group_by}
+    dataset = {c.lower(): c for c in partition_by}
+    names: list[str] = []
+    for name in analysis.partition_by or []:
+        if name.lower() not in group_by:
+            fail(f"names {name!r}, which is not in group_by {analysis.group_by}: the analysis table is "
+                 f"partitioned by columns it groups by")
+        if name.lower() not in dataset:
+            fail(f"names {name!r}, which is not one of the dataset's partition columns {partition_by}: gold "
+                 f"replaces the analysis partitions of the silver partitions it rebuilds")
+        if dataset[name.lower()] in names:
+            fail(f"names {name!r} twice")
+        names.append(dataset[name.lower()])
+    if partition_by and not names:
+        fail(f"must name at least one of the dataset's partition columns {partition_by}: gold replaces "
+             f"partitions of the analysis table, it never rewrites all of it")
+    return dataclasses.replace(analysis, partition_by=names)
 
 
 def _check_column_name(column: str, seen: dict[str, str], fail: Callable[[str], typing.NoReturn]) -> None:
@@ -530,7 +688,8 @@ def _did_you_mean(name: str, known: dict[str, str]) -> str:
     return f" (did you mean {known[close[0]]!r}?)" if close else ""
 
 
-def _check_sql(text: str, columns: dict[str, str], fail: Callable[[str], typing.NoReturn]) -> None:
+def _check_sql(text: str, columns: dict[str, str], fail: Callable[[str], typing.NoReturn],
+               hint: Callable[[str], str] = lambda name: "") -> None:
     """One Spark SQL expression that names only `columns` (lower case -> name) and known
     functions. Parsed with sqlglot's Spark dialect: no JVM."""
     import logging
@@ -564,7 +723,7 @@ def _check_sql(text: str, columns: dict[str, str], fail: Callable[[str], typing.
         root = parts[0]
         if root.lower() in columns or (len(parts) == 1 and root.lower() in lambda_names):
             continue
-        fail(f"names unknown column {'.'.join(parts)!r}{_did_you_mean(root, columns)}")
+        fail(f"names unknown column {'.'.join(parts)!r}{hint(root) or _did_you_mean(root, columns)}")
     for function in tree.find_all(exp.Anonymous):
         name = str(function.name)
         if name.lower() not in _spark_functions():

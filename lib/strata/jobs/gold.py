@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyspark.sql import DataFrame, functions as F
+from pyspark.sql import functions as F
 
 from strata import catalog, publish
 from strata.config import DatasetConfig
@@ -48,10 +48,15 @@ def run(ctx: JobContext) -> dict:
     if not partitions:
         return counts
     columns, gold = list(dataset.partition_by), dataset.gold
+    tables = dict(zip(["features", "analysis"], catalog.gold_tables(dataset)))
     frames = {"features": T.features(silver, dataset.keys, columns, gold.features, gold.label)}
     if gold.analysis:
-        frames["analysis"] = T.aggregate(silver, gold.analysis.group_by, gold.analysis.metrics)
-    tables = dict(zip(frames, catalog.gold_tables(dataset)))
+        rows, analysis_by = silver, list(tables["analysis"].partition_by)
+        if analysis_by != columns:
+            # An analysis table partitioned by fewer columns than silver is rebuilt from every
+            # silver row of each partition it replaces, not only the silver partitions that changed.
+            rows = ctx.lake.read(catalog.silver(dataset), partitions=[{c: p[c] for c in analysis_by} for p in partitions])
+        frames["analysis"] = T.aggregate(rows, gold.analysis.group_by, gold.analysis.metrics)
     outputs = [publish.Output(tables[name], frame.persist(),
                               publish.ReplacePartitions([{c: p[c] for c in tables[name].partition_by}
                                                          for p in partitions]))

@@ -1,6 +1,8 @@
 """Bronze -> silver transforms: pure DataFrame -> DataFrame functions, no I/O."""
 from __future__ import annotations
 
+import re
+
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
 # Lineage kept on every silver row.
@@ -20,26 +22,79 @@ def parsed_records(bronze: DataFrame) -> DataFrame:
     return bronze.where(F.col("_corrupt_record").isNull())
 
 
-def typed_value(column: str, spark_type: str, timestamp_format: str) -> Column:
+# The text of a timestamp ends in a zone: Z, a numeric offset, UTC/GMT[+hh], a short name (EST)
+# or a region id ([Europe/Paris]), right after the time. Consulted only when the timestamp format
+# can parse a zone at all (ZONE_LETTERS): a value parsed with its own offset is already absolute.
+ZONED_TEXT = (r"(?i)(?<=[0-9\s])(z|[+-]\d{2}(:?\d{2}){0,2}|(utc|gmt|ut)([+-]\d{1,2}(:?\d{2})?)?|[a-z]{3,5}"
+              r"|\[?[a-z_]+(/[a-z0-9_+-]+)+\]?)$")
+# Pattern letters of Spark datetime formats that parse a zone or an offset.
+ZONE_LETTERS = frozenset("VzOXxZ")
+
+
+def format_parses_zone(timestamp_format: str) -> bool:
+    """Whether the format has a zone or offset field (outside quoted literals)."""
+    return any(c in ZONE_LETTERS for c in re.sub(r"'[^']*'", "", timestamp_format))
+
+
+def typed_value(column: str, spark_type: str, timestamp_format: str, timezone: str = "UTC") -> Column:
     """try_* casts: an untypeable value becomes null here and a cast error below, never an
-    exception (ANSI mode) and never a silent null."""
+    exception (ANSI mode) and never a silent null. A timestamp without an offset is read in
+    `timezone` and stored as UTC."""
     raw = F.trim(F.col(column))
     if spark_type == "timestamp":
-        return F.try_to_timestamp(raw, F.lit(timestamp_format))
+        parsed = F.try_to_timestamp(raw, F.lit(timestamp_format))
+        if timezone == "UTC":
+            return parsed
+        # Sessions run in UTC (strata.session), so an offset-less value parses to its wall clock
+        # read as UTC; to_utc_timestamp reads that wall clock in the source zone instead.
+        local = F.to_utc_timestamp(parsed, timezone)
+        if not format_parses_zone(timestamp_format):
+            return local
+        return F.when(raw.rlike(ZONED_TEXT), parsed).otherwise(local)
     if spark_type == "date":
         return F.try_to_timestamp(raw, F.lit(timestamp_format.split(" ")[0])).cast("date")
     return raw.try_cast(spark_type)
 
 
-def cast_to_schema(records: DataFrame, schema: dict[str, str], timestamp_format: str) -> DataFrame:
-    """The declared schema's typed columns, the raw record, lineage, and the cast errors."""
-    typed = [typed_value(c, t, timestamp_format).alias(c) for c, t in schema.items()]
-    errors = [F.when(F.col(c).isNotNull() & typed_value(c, t, timestamp_format).isNull(),
-                     F.lit(f"cast {c} to {t}")) for c, t in schema.items()]
+def cast_to_schema(records: DataFrame, schema: dict[str, str], timestamp_format: str,
+                   rename: dict[str, str] | None = None, timezone: str = "UTC") -> DataFrame:
+    """The declared schema's typed columns (under their new names, `rename`: source -> silver), the
+    raw record (source names, as it came), lineage, and the cast errors.
+
+    Renaming here, after the cast, rather than when objects are parsed: bronze keeps the record
+    with the source's own header (its suites and quarantine records show what arrived), and the
+    header is still matched against `schema` as declared; from silver on, every name is the new one.
+    """
+    rename = rename or {}
+
+    def error(column: str, spark_type: str) -> str:
+        name = rename.get(column, column)
+        return f"cast {name} to {spark_type}" if name == column else f"cast {name} ({column}) to {spark_type}"
+
+    typed = [typed_value(c, t, timestamp_format, timezone).alias(rename.get(c, c)) for c, t in schema.items()]
+    errors = [F.when(F.col(c).isNotNull() & typed_value(c, t, timestamp_format, timezone).isNull(),
+                     F.lit(error(c, t))) for c, t in schema.items()]
     return records.select(
         *typed, *LINEAGE,
         F.struct(*[F.col(c) for c in schema]).alias(RAW),
         F.filter(F.array(*errors), lambda e: e.isNotNull()).alias(ROW_ERRORS))
+
+
+def content_hash(values: list[Column]) -> Column:
+    """sha2-256 (hex) of text values in order. Each value is written as <length>:<text> and a null
+    as '-', so the encoding is unambiguous: ("a,b", "c") and ("a", "b,c") differ, and so do null
+    and "". Trailing nulls are left out: appending a column to the list keeps the hash of every
+    row where it is null (a column added to the schema later)."""
+    parts = F.array(*[F.coalesce(F.concat(F.length(v).cast("string"), F.lit(":"), v), F.lit("-")) for v in values])
+    last = F.greatest(F.lit(0), *[F.when(v.isNotNull(), F.lit(i)) for i, v in enumerate(values, 1)])
+    return F.sha2(F.array_join(F.slice(parts, 1, last), ""), 256)
+
+
+def with_content_key(df: DataFrame, name: str, source_columns: list[str]) -> DataFrame:
+    """The content key over the raw record's text (not the typed values): it stays the same when
+    types, the timestamp format or the time zone of the config change, which would otherwise
+    re-key every row and leave silver holding both copies."""
+    return df.withColumn(name, content_hash([F.col(RAW).getField(c) for c in source_columns]))
 
 
 def derive(df: DataFrame, expressions: dict[str, str]) -> DataFrame:
@@ -70,8 +125,15 @@ def rank_duplicates(df: DataFrame, keys: list[str], version_by: list[str]) -> Da
 def prepare(bronze: DataFrame, dataset, run_date, run_id: str) -> DataFrame:
     """The run date's bronze rows typed, derived, key-checked and ranked: what silver refines
     (rows with ROW_ERRORS are quarantined, DUP_RANK > 1 dropped as older duplicates)."""
-    return (bronze.transform(parsed_records)
-            .transform(lambda df: cast_to_schema(df, dataset.schema, dataset.timestamp_format))
+    source = dataset.source
+    typed = bronze.transform(parsed_records).transform(
+        lambda df: cast_to_schema(df, dataset.schema, dataset.timestamp_format, source.rename, source.timezone))
+    if dataset.content_key is not None:
+        # config names the hashed columns by their silver names; the raw record has the source's
+        source_of = {new: old for old, new in source.rename.items()}
+        typed = with_content_key(typed, dataset.content_key.name,
+                                 [source_of.get(c, c) for c in dataset.content_key.columns])
+    return (typed
             .transform(lambda df: derive(df, dataset.derive))
             .transform(lambda df: require_keys(df, dataset.keys))
             .transform(lambda df: rank_duplicates(df, dataset.keys, dataset.version_by))
