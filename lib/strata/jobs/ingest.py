@@ -37,7 +37,7 @@ from strata.runner import JobContext
 from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
                                         RESULT_SCHEMA, IngestSpec, ingest_task)
 from strata.sources.manifest import STATUS_OK, ObjectManifest
-from strata.sources.s3 import RawObject, S3Settings, list_objects
+from strata.sources.s3 import RawObject, S3Settings, list_objects, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
 
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
-    s3 = ctx.config.s3
-    settings = S3Settings(s3.endpoint_url, s3.region, s3.connect_timeout_seconds, s3.max_attempts,
-                          s3.object_read_attempts, s3.retry_backoff_seconds)
+    settings = settings_for(ctx.config)
     ingested_at = dt.datetime.now(dt.timezone.utc)
     # Listing first: a bad endpoint, bucket or credentials fails before Spark starts.
     source = dataset.source
