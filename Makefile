@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: venv demo test test-fast bench lock clean
+.PHONY: venv demo s3 test test-fast bench lock clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: venv
 	$(PY) -m strata_dev.demo --env local
+
+# A local S3 endpoint in the foreground for jobs run by hand with --env local (S3_PORT=0: a free port).
+S3_PORT ?= 0
+s3: venv
+	@$(PY) -m strata_dev.local_s3 --port $(S3_PORT)
 
 test: venv
 	$(PY) -m pytest

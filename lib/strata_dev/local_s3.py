@@ -84,7 +84,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp = args.port_file.with_suffix(".tmp")
         tmp.write_text(str(port))
         tmp.replace(args.port_file)  # atomic: readers never see a partial number
-    print(f"local S3 endpoint: http://127.0.0.1:{port}", flush=True)
+    if args.port_file is None:  # `make s3`: a person reads this
+        endpoint = f"http://127.0.0.1:{port}"
+        lines = [f"export STRATA_S3__ENDPOINT_URL={endpoint}"]
+        lines += [f"export {name}={value}" for name, value in LOCAL_CREDENTIALS.items()]
+        print(f"# local S3 endpoint (moto, in memory: its data goes when it stops) at {endpoint}; Ctrl-C stops it.\n"
+              "# In the shell that runs jobs (--env local):\n" + "\n".join(lines), flush=True)
+    else:
+        print(f"local S3 endpoint: http://127.0.0.1:{port}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
