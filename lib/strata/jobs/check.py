@@ -176,7 +176,10 @@ def check_sample(config, dataset, objects: list, suites_ok: bool, max_quarantine
         detail = problems[0] if problems else f"{where}: no records"
         return Finding("sample", False, detail, problems[1:])
     reasons = Counter(_corrupt_reasons(tables))
-    reasons.update(_quarantine_reasons(config, dataset, tables, suites_ok, run_date, run_id))
+    try:
+        reasons.update(_quarantine_reasons(config, dataset, tables, suites_ok, run_date, run_id))
+    except Exception as exc:  # noqa: BLE001 - e.g. a silver rule naming a column silver lacks: one line
+        return Finding("sample", False, f"{rows} row(s) read, but typing them as silver failed: {_reason(exc)}")
     quarantined = reasons.pop("_rows", 0) + sum(v for k, v in reasons.items() if k.startswith("corrupt record"))
     lines = [f"{count} row(s): {reason}" for reason, count in reasons.most_common()]
     if not suites_ok:
