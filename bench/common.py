@@ -53,6 +53,25 @@ def finish(figures: dict[str, Any], problems: list[str], what: str) -> int:
     return 1 if problems else 0
 
 
+def main_with_local_s3(app_name: str, args: argparse.Namespace, run: Callable, what: str) -> int:
+    """A benchmark's main over the local S3 endpoint: starts it (placeholder credentials set
+    first, so Spark's Python workers inherit them) and Spark, calls
+    run(spark, args, workdir, endpoint_url) -> (figures, problems), then finish()."""
+    from strata_dev.local_s3 import LocalS3, use_local_credentials
+    use_local_credentials()
+    server = LocalS3().start()
+    spark = None
+    try:
+        spark = build_spark(app_name, args.master, args.shuffle_partitions, args.driver_memory)
+        with bench_workdir(args.workdir) as workdir:
+            figures, problems = run(spark, args, workdir, server.endpoint_url)
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+    return finish(figures, problems, what)
+
+
 def build_spark(app_name: str, master: str = "local[2]", shuffle_partitions: int = 4,
                 driver_memory: str = "4g", conf: dict[str, str] | None = None):
     """A local SparkSession configured like the tests: loopback only, executors on this

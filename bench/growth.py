@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.growth
-    from common import add_spark_args, bench_workdir, build_spark, finish, print_table, timed
+    from common import add_spark_args, main_with_local_s3, print_table, timed
 except ImportError:  # pragma: no cover
-    from bench.common import add_spark_args, bench_workdir, build_spark, finish, print_table, timed
+    from bench.common import add_spark_args, main_with_local_s3, print_table, timed
 
 BUCKET = "growth-raw"
 PREFIX = "trips"  # conf/datasets/trips.yaml: source.prefix
@@ -98,20 +98,7 @@ def jvm_heap_used_mb(spark) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from strata_dev.local_s3 import LocalS3, use_local_credentials
-    use_local_credentials()  # before Spark starts, so its Python workers inherit them
-    server = LocalS3().start()
-    spark = None
-    try:
-        spark = build_spark("bench.growth", args.master, args.shuffle_partitions, args.driver_memory)
-        with bench_workdir(args.workdir) as workdir:
-            figures, problems = run(spark, args, workdir, server.endpoint_url)
-    finally:
-        if spark is not None:
-            spark.stop()
-        server.stop()
-    return finish(figures, problems, "growth runs")
+    return main_with_local_s3("bench.growth", parse_args(argv), run, "growth runs")
 
 
 def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list[str]]:

@@ -34,12 +34,12 @@ from typing import Any, Iterator
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.ingest
     import data
-    from common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark, cpu_seconds_between,
-                        finish, print_table, process_tree_cpu_seconds, timed)
+    from common import (Recorder, add_spark_args, breakdown_rows, cpu_seconds_between, main_with_local_s3,
+                        print_table, process_tree_cpu_seconds, timed)
 except ImportError:  # pragma: no cover
     from bench import data
-    from bench.common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark,
-                              cpu_seconds_between, finish, print_table, process_tree_cpu_seconds, timed)
+    from bench.common import (Recorder, add_spark_args, breakdown_rows, cpu_seconds_between, main_with_local_s3,
+                              print_table, process_tree_cpu_seconds, timed)
 
 TARGET_RATIO = 0.7
 TARGET_RERUN_PCT = 10
@@ -251,21 +251,7 @@ def probes(s3, endpoint: str, keys: list[str], sample: bytes, rows_per_object: i
 
 # ---- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Before Spark starts, so its Python workers inherit the placeholder credentials.
-    from strata_dev.local_s3 import LocalS3, use_local_credentials
-    use_local_credentials()
-    server = LocalS3().start()
-    spark = None
-    try:
-        spark = build_spark("bench.ingest", args.master, args.shuffle_partitions, args.driver_memory)
-        with bench_workdir(args.workdir) as workdir:
-            figures, problems = run(spark, args, workdir, server.endpoint_url)
-    finally:
-        if spark is not None:
-            spark.stop()
-        server.stop()
-    return finish(figures, problems, "wrong row counts")
+    return main_with_local_s3("bench.ingest", parse_args(argv), run, "wrong row counts")
 
 
 def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list[str]]:

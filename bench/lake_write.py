@@ -43,11 +43,11 @@ import pyarrow.fs as pafs
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.lake_write
     import data
-    from common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark, finish,
+    from common import (Recorder, add_spark_args, bench_workdir, build_spark, finish,
                         print_table, timed)
 except ImportError:  # pragma: no cover
     from bench import data
-    from bench.common import (Recorder, add_spark_args, bench_workdir, breakdown_rows, build_spark, finish,
+    from bench.common import (Recorder, add_spark_args, bench_workdir, build_spark, finish,
                               print_table, timed)
 
 TARGET_RATIO = 0.8

@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import functions as F
 
 from strata.lake import LakeError, TableSpec
 from strata.lake.delta_rs import DeltaRsLake

@@ -8,7 +8,6 @@ import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
 
-from strata.jobs import ingest
 from strata.sources.manifest import ObjectManifest
 
 from test_ingest_trust import csv_body, run_ingest, trip_line

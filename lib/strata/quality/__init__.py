@@ -40,8 +40,6 @@ from strata.quality.suites import (EXPECTATIONS_DIR, LAYERS, default_expectation
                                    load_suite, suite_path)
 from strata.quality.validation import DOCS_INDEX_LIMIT, RESULT_FORMAT, validate
 from strata.quality.results import RESULTS_SCHEMA, results_frame
-# Not public: bench/ looks it up as strata.quality._build_docs.
-from strata.quality.validation import _build_docs  # noqa: F401
 
 __all__ = [
     # suites and severities
