@@ -100,8 +100,8 @@ def test_an_unreachable_endpoint_says_what_to_start(monkeypatch, capsys, tmp_pat
         port = s.getsockname()[1]
     code, report, summary = run_check(monkeypatch, capsys, tmp_path, f"http://127.0.0.1:{port}", "strata-raw")
     assert code == 1 and summary["problems"] == 1
-    assert failed(summary)["source"] == (f"no S3 endpoint at http://127.0.0.1:{port}: start one with `make s3` "
-                                         "and export the lines it prints")
+    assert failed(summary)["source"] == (f"cannot list s3://strata-raw/trips: no S3 endpoint at "
+                                         f"http://127.0.0.1:{port}: start one with `make s3` and export the lines it prints")
     assert "  skip  sample: needs a readable source" in report
 
 

@@ -89,7 +89,8 @@ def list_objects(settings: S3Settings, bucket: str, prefix: str, pattern: str = 
         raise SourceError(f"cannot list s3://{bucket}/{prefix}: {error.get('Code')}: {error.get('Message')}") from None
     except EndpointConnectionError:
         if settings.local:
-            raise SourceError(f"no S3 endpoint at {settings.endpoint_url}: {START_LOCAL_S3}") from None
+            raise SourceError(f"cannot list s3://{bucket}/{prefix}: no S3 endpoint at {settings.endpoint_url}: "
+                              f"{START_LOCAL_S3}") from None
         raise SourceError(f"cannot list s3://{bucket}/{prefix}: no S3 endpoint answers at "
                           f"{settings.endpoint_url or 'the AWS default'}") from None
     except BotoCoreError as exc:
