@@ -100,7 +100,7 @@ def validate(df: DataFrame, suite: ExpectationSuite, layer: str, table: str,
     site: docs_dir/index.html lists the validations, newest first) and set
     GateResult.docs_path to this validation's page. No Spark job; 0.25-0.5 s measured (the
     index re-reads up to DOCS_INDEX_LIMIT stored results), ~70 KB kept per validation (page +
-    result JSON under docs_dir/_gx; nothing prunes them) plus 4 MB of static assets once.
+    result JSON under docs_dir/_gx, pruned by the maintain job) plus 4 MB of static assets once.
     A failure to build them is logged and leaves docs_path None: docs never decide a gate.
     run_id: the run name on the Data Docs page (GX's default is none)."""
     for index, expectation in enumerate(suite.expectations):
