@@ -9,7 +9,7 @@ Usage: ./spark-submit.sh JOB [--env ENV] [--master URL] [--run-date YYYY-MM-DD] 
 Runs jobs/JOB.py with spark-submit. lib/ is packaged for --py-files, conf/ and expectations/
 are shipped with --archives (the driver reads them from this checkout).
 
-  JOB                 a file in jobs/ without .py (e.g. check, ingest, silver, gold, pipeline, maintain)
+  JOB                 a file in jobs/ without .py (e.g. upload, check, ingest, silver, gold, pipeline, maintain)
   --env ENV           configuration environment: conf/ENV.yaml over conf/base.yaml (default: local)
   --master URL        overrides spark.master of the config: local[*], spark://host:port, ...
   --run-date DATE     logical date of the run (default: today, UTC)
@@ -67,9 +67,10 @@ fail() {
 export STRATA_CONF_DIR="$ROOT/conf"
 # The checks below import this checkout's lib/ (the job gets the same code through --py-files).
 export PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}"
-if [[ "$JOB" == "check" ]]; then
-  # The pre-flight check reports config errors itself and needs no cluster: plain Python (its
-  # sample is typed on a local[1] session it starts only when there are rows to type).
+if [[ "$JOB" == "check" || "$JOB" == "upload" ]]; then
+  # Jobs that need no cluster run in plain Python: upload copies files; the pre-flight check
+  # reports config errors itself (its sample is typed on a local[1] session it starts only when
+  # there are rows to type).
   export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
   exec "$PY" "$JOB_FILE" --env "$ENV_NAME" "${JOB_ARGS[@]}"
 fi

@@ -93,8 +93,13 @@ class LakeConfig:
 
 @dataclass(frozen=True)
 class RawSourceConfig:
-    bucket: str
-    prefix: str
+    """Where a dataset's raw objects are: s3://bucket/prefix, or a local folder (path)."""
+    bucket: str | None = None
+    prefix: str = ""
+    # A local folder or file:// URI (relative: to the project root) read instead of
+    # s3://bucket/prefix, through the same executor path; an env file may set it to switch a
+    # dataset to local files. On a cluster, every executor must see the folder at this path.
+    path: str | None = None
     format: Literal["csv", "json", "parquet", "auto"] = "auto"
     pattern: str = "*"
     # full: list every key under prefix each run. dated: keys are <prefix>/YYYY/MM/DD/...; a run
@@ -108,6 +113,27 @@ class RawSourceConfig:
     rename: dict[str, str] = field(default_factory=dict)
     # IANA zone of timestamps that carry no offset; silver converts them to UTC
     timezone: str = "UTC"
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def container(self) -> str:
+        """The bucket, or the folder holding a local source's folder: keys are relative to it."""
+        return str(Path(self.path).parent) if self.path is not None else self.bucket
+
+    @property
+    def key_prefix(self) -> str:
+        """The keys' common prefix: the S3 prefix, or a local source's folder name."""
+        return Path(self.path).name if self.path is not None else self.prefix.strip("/")
+
+    @property
+    def uri(self) -> str:
+        return self.object_uri(self.key_prefix) + "/"
+
+    def object_uri(self, key: str) -> str:
+        return f"file://{self.container}/{key}" if self.path is not None else f"s3://{self.bucket}/{key}"
 
 
 @dataclass(frozen=True)
@@ -233,10 +259,14 @@ def load_config(env: str, conf_dir: str | Path | None = None,
     merged["project_root"] = str(conf_dir.parent)
     config = _build(Config, merged, (), origins)
     config = _check_meaning(config, origins)
+    datasets = {name: dataclasses.replace(d, source=dataclasses.replace(
+                    d.source, path=_resolve_folder(d.source.path, conf_dir.parent)))
+                for name, d in config.datasets.items() if d.source.path is not None}
     return dataclasses.replace(
         config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)),
         quality=dataclasses.replace(config.quality, data_docs_dir=_resolve_root(
-            config.quality.data_docs_dir, conf_dir.parent)))
+            config.quality.data_docs_dir, conf_dir.parent)),
+        datasets={**config.datasets, **datasets})
 
 
 def _resolve_root(root: str, project_root: Path) -> str:
@@ -244,6 +274,16 @@ def _resolve_root(root: str, project_root: Path) -> str:
     if "://" in root:
         return root.rstrip("/")
     return str((project_root / root).resolve())
+
+
+def _resolve_folder(path: str, project_root: Path) -> str:
+    """A local source's folder as an absolute path: file:// is dropped, relative is to the project."""
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    elif "://" in path:
+        raise ConfigError(f"source.path must be a local folder or file:// URI, got {path!r} "
+                          "(an S3 source is bucket and prefix)")
+    return str((project_root / path).resolve())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -466,6 +506,10 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
     if dataset.name != key:
         fail(("name",), f"is {show(('name',), dataset.name)} but the file is {key}.yaml: they must match")
 
+    if dataset.source.path is None and not dataset.source.bucket:
+        fail(("source",), "needs bucket (and prefix) for S3, or path for a local folder")
+    if dataset.source.path is None and not dataset.source.prefix.strip("/"):
+        fail(("source", "prefix"), "must name the folder of the dataset's objects in the bucket")
     if dataset.source.lookback_days < 0:
         fail(("source", "lookback_days"), f"must be 0 or more, got {dataset.source.lookback_days}")
 

@@ -139,15 +139,17 @@ def check_suites(config, args: argparse.Namespace) -> Finding:
 
 
 def check_source(config, dataset) -> tuple[Finding, list]:
-    from strata.sources.s3 import SourceError, list_objects, settings_for
+    from strata.sources.s3 import S3Settings, SourceError
+    from strata.sources.store import list_objects, settings_for
 
     source = dataset.source
-    where = f"s3://{source.bucket}/{source.prefix.strip('/')}/"
+    where = source.uri
     try:
-        settings = settings_for(config)
-        # One attempt per call: an unreachable endpoint is reported now, not after boto3's backoff.
-        settings = dataclasses.replace(settings, max_attempts=1)
-        objects = list_objects(settings, source.bucket, source.prefix, source.pattern, limit=LIST_LIMIT)
+        settings = settings_for(config, source)
+        if isinstance(settings, S3Settings):
+            # One attempt per call: an unreachable endpoint is reported now, not after boto3's backoff.
+            settings = dataclasses.replace(settings, max_attempts=1)
+        objects = list_objects(settings, source, limit=LIST_LIMIT)
     except SourceError as exc:
         return Finding("source", False, str(exc)), []
     if not objects:
@@ -160,10 +162,10 @@ def check_source(config, dataset) -> tuple[Finding, list]:
 
 def check_sample(config, dataset, objects: list, suites_ok: bool, max_quarantined: float,
                  run_date: dt.date, run_id: str) -> Finding:
-    from strata.sources.s3 import settings_for
+    from strata.sources.store import settings_for
 
     newest = sorted(objects, key=lambda o: (o.last_modified, o.key), reverse=True)[:SAMPLE_OBJECTS]
-    client = settings_for(config).client()
+    client = settings_for(config, dataset.source).client()
     tables, problems = [], []
     for obj in newest:
         try:
@@ -208,7 +210,7 @@ def sample_object(client, dataset, obj):
     for fast in (True, False):
         batches, rows = [], 0
         try:
-            reader = read_object(client, dataset.source.bucket, obj.key, obj.etag, fmt, columns, fast=fast)
+            reader = read_object(client, dataset.source.container, obj.key, obj.etag, fmt, columns, fast=fast)
             try:
                 for batch in reader:
                     batches.append(batch.slice(0, SAMPLE_ROWS - rows))

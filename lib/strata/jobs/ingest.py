@@ -37,7 +37,8 @@ from strata.runner import JobContext
 from strata.sources.ingest_task import (OBJECT_DEFERRED, OBJECT_DENIED, OBJECT_EMPTY, OBJECT_FAILED, OBJECT_OK,
                                         RESULT_SCHEMA, IngestSpec, ingest_task)
 from strata.sources.manifest import STATUS_OK, ObjectManifest
-from strata.sources.s3 import RawObject, S3Settings, list_objects, settings_for
+from strata.sources.s3 import RawObject
+from strata.sources.store import list_objects, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def listing_start(lake: Lake, dataset: DatasetConfig) -> str | None:
     if newest is None:
         return None
     start = newest - dt.timedelta(days=dataset.source.lookback_days)
-    return f"{dataset.source.prefix.strip('/')}/{start:%Y/%m/%d}"
+    return f"{dataset.source.key_prefix}/{start:%Y/%m/%d}"
 
 
 def bronze_schema(dataset: DatasetConfig) -> T.StructType:
@@ -144,13 +145,13 @@ def check_bronze_schema(lake: Lake, dataset: DatasetConfig) -> None:
             "new columns; nothing was staged")
 
 
-def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, objects: list[RawObject],
+def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings, objects: list[RawObject],
                   known: KnownObjects, ingested_at: dt.datetime) -> tuple[StagedFiles, list]:
     """Executors read, parse and write the objects as staged bronze files (one pass, nothing
     through the driver). Returns the staged files and one status row per object."""
     spark, bronze = ctx.spark, catalog.bronze(dataset)
     schema = bronze_schema(dataset)
-    spec = IngestSpec(settings, dataset.source.bucket, tuple(dataset.schema), dataset.source.format,
+    spec = IngestSpec(settings, dataset.source.container, tuple(dataset.schema), dataset.source.format,
                       ctx.lake.staging_location(bronze), to_arrow_schema(schema), bronze.partition_by,
                       ingested_at, ctx.run_id, ctx.run_date)
     listing = [(o.key, o.etag, known.next_version(o.key)) for o in objects]
@@ -166,16 +167,15 @@ def stage_objects(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings,
 
 def run(ctx: JobContext) -> dict:
     dataset = ctx.config.dataset(ctx.args.dataset)
-    settings = settings_for(ctx.config)
-    ingested_at = dt.datetime.now(dt.timezone.utc)
-    # Listing first: a bad endpoint, bucket or credentials fails before Spark starts.
     source = dataset.source
-    objects = list_objects(settings, source.bucket, source.prefix, source.pattern,
-                           probe=source.listing == "dated")
+    settings = settings_for(ctx.config, source)
+    ingested_at = dt.datetime.now(dt.timezone.utc)
+    # Listing first: a bad endpoint, bucket, folder or credentials fails before Spark starts.
+    objects = list_objects(settings, source, probe=source.listing == "dated")
     lake, bronze = ctx.lake, catalog.bronze(dataset)
     start_after = listing_start(lake, dataset)
     if source.listing == "dated":  # the probe only checked that the source can be listed
-        objects = list_objects(settings, source.bucket, source.prefix, source.pattern, start_after=start_after)
+        objects = list_objects(settings, source, start_after=start_after)
     check_bronze_schema(lake, dataset)
     known = known_objects(lake, dataset, objects)
     new = [o for o in objects if known.is_new(o)]
@@ -190,8 +190,8 @@ def run(ctx: JobContext) -> dict:
         if new:
             _ingest(ctx, dataset, settings, new, known, ingested_at, counts)
         elif dataset.require_new_data:
-            raise QualityGateBlocked(f"{dataset.name}: no new raw object under s3://{dataset.source.bucket}/"
-                                     f"{dataset.source.prefix} and the dataset requires new data every run")
+            raise QualityGateBlocked(f"{dataset.name}: no new raw object under {source.uri} "
+                                     "and the dataset requires new data every run")
     finally:
         if known.manifest is not None:
             known.manifest.close()
@@ -201,9 +201,9 @@ def run(ctx: JobContext) -> dict:
     return counts
 
 
-def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: list[RawObject],
+def _ingest(ctx: JobContext, dataset: DatasetConfig, settings, new: list[RawObject],
             known: KnownObjects, ingested_at: dt.datetime, counts: dict) -> None:
-    lake = ctx.lake
+    lake, source = ctx.lake, dataset.source
     committing = False
     committed = None
     staged, statuses = stage_objects(ctx, dataset, settings, new, known, ingested_at)
@@ -227,9 +227,10 @@ def _ingest(ctx: JobContext, dataset: DatasetConfig, settings: S3Settings, new: 
     try:
         if denied:
             raise EnvironmentFailure(
-                f"the executors cannot read s3://{dataset.source.bucket}/{denied[0].key}: {denied[0].reason} "
-                f"({len(denied)} object(s)); check the AWS credential chain of the executors; "
-                "nothing was committed or recorded")
+                f"the executors cannot read {source.object_uri(denied[0].key)}: {denied[0].reason} "
+                f"({len(denied)} object(s)); check "
+                f"{'that the executors can read the folder' if source.is_local else 'the AWS credential chain of the executors'}"
+                "; nothing was committed or recorded")
         mismatched = [s for s in failed if s.schema_mismatch]
         if mismatched and not ok and len(mismatched) == len(failed):
             raise ConfigMismatch(

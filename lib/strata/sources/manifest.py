@@ -115,7 +115,7 @@ class ObjectManifest:
         its partition values alone."""
         if not self.exists:
             return None
-        root = self.dataset.source.prefix.strip("/") + "/"
+        root = self.dataset.source.key_prefix + "/"
         newest = None
         for values in self.lake.partition_values(INGESTED_OBJECTS):
             prefix = values.get("key_prefix") or ""

@@ -23,12 +23,12 @@ import tempfile
 import zlib
 from typing import Any, Iterator
 
-from botocore.exceptions import BotoCoreError
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 BATCH_ROWS = 8192
@@ -107,8 +107,8 @@ def _csv_fast_batches(client, bucket: str, key: str, etag: str, fmt: str,
             first += batch.num_rows
         if text.saw_quote:
             raise NeedsLineParser("quote characters")
-    except NeedsLineParser:
-        raise
+    except (NeedsLineParser, ClientError, BotoCoreError):
+        raise  # a failed read (or a file changed since listed) is the source's, not the format's
     except Exception as exc:  # noqa: BLE001 - whatever it is, the line parser decides and names it
         raise NeedsLineParser(f"{type(exc).__name__}: {exc}") from None
     finally:
