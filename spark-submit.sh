@@ -99,16 +99,16 @@ export STRATA_SPARK__MASTER="$MASTER"
 
 BUILD="$ROOT/build"
 mkdir -p "$BUILD"
-( cd "$ROOT/lib" && "$PY" - <<'PYZIP'
-import pathlib, zipfile
-with zipfile.ZipFile("../build/strata-lib.zip", "w", zipfile.ZIP_DEFLATED) as z:
+( cd "$ROOT/lib" && "$PY" - "$BUILD/strata-lib.zip" <<'PYZIP'
+import pathlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path("strata").rglob("*.py")):
         z.write(p)
 PYZIP
 )
-( cd "$ROOT" && "$PY" - <<'PYZIP'
-import pathlib, zipfile
-with zipfile.ZipFile("build/strata-conf.zip", "w", zipfile.ZIP_DEFLATED) as z:
+( cd "$ROOT" && "$PY" - "$BUILD/strata-conf.zip" <<'PYZIP'
+import pathlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
     for top in ("conf", "expectations"):
         for p in sorted(pathlib.Path(top).rglob("*")):
             if p.is_file():

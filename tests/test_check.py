@@ -111,6 +111,15 @@ def test_local_env_without_an_endpoint_names_make_s3(monkeypatch, capsys, tmp_pa
     assert "STRATA_S3__ENDPOINT_URL is not set: start one with `make s3`" in failed(summary)["source"]
 
 
+def test_a_missing_local_folder_is_one_line(monkeypatch, capsys, tmp_path):
+    nowhere = tmp_path / "raw" / "trips"
+    code, report, summary = run_check(monkeypatch, capsys, tmp_path, None, "strata-raw",
+                                      lambda text: text.replace("source:\n", f"source:\n  path: {nowhere}\n", 1))
+    assert code == 1 and summary["problems"] == 1
+    assert failed(summary)["source"] == f"cannot list file://{nowhere}/: no such folder"
+    assert "  skip  sample: needs a readable source" in report
+
+
 def test_a_missing_bucket_is_one_line(monkeypatch, capsys, tmp_path, s3_endpoint):
     code, _, summary = run_check(monkeypatch, capsys, tmp_path, s3_endpoint, "no-such-bucket-here")
     assert code == 1
