@@ -399,3 +399,20 @@ def test_the_analysis_partition_columns_may_be_stated_for_the_shipped_trips(conf
     assert trips.gold.analysis.partition_by == ["event_date"]  # the dataset's spelling
     edit_dataset(conf_dir, "trips", lambda d: d["gold"]["analysis"].update(group_by=["pickup_zone"], partition_by=["event_date"]))
     assert "key 'datasets.trips.gold.analysis.partition_by' names 'event_date', which is not in group_by" in refused(conf_dir)
+
+
+def test_a_source_may_be_a_local_folder_set_by_the_environment(conf_dir):
+    """source.path (a folder or file:// URI) replaces bucket and prefix: an env file or variable
+    switches a dataset to local files."""
+    def source(path):
+        return load_config("local", conf_dir, environ={"STRATA_DATASETS__TRIPS__SOURCE__PATH": path}).dataset("trips").source
+
+    relative = source("raw/trips")
+    assert relative.is_local and relative.path == str((conf_dir.parent / "raw" / "trips").resolve())
+    assert (relative.container, relative.key_prefix) == (str(conf_dir.parent / "raw"), "trips")
+    assert relative.uri == f"file://{conf_dir.parent}/raw/trips/"
+    assert source("file:///data/feeds/trips").path == "/data/feeds/trips"
+    with pytest.raises(ConfigError, match=r"source.path must be a local folder or file:// URI, got 's3://b/trips'"):
+        source("s3://b/trips")
+    s3 = load_config("local", conf_dir, environ={}).dataset("trips").source
+    assert not s3.is_local and s3.uri == "s3://strata-raw/trips/" and s3.object_uri("trips/a.csv") == "s3://strata-raw/trips/a.csv"
