@@ -189,13 +189,54 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of each class's labelled rows per split, in this order; they sum to 1."""
+    train: float = 0.7
+    validation: float = 0.15
+    test: float = 0.15
+    # A column whose rows stay in one split (e.g. a customer id); None: rows are independent.
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    # The challenger may be worse than the champion on the primary metric by at most this much
+    # (the paired bootstrap interval's upper end of champion - challenger must stay below it).
+    tolerance: float = 0.01
+    # The lower end of the model's interval must clear the zero-rule baseline by this much.
+    baseline_margin: float = 0.02
+
+
+ALGORITHMS = ("logistic_regression", "random_forest", "gbt")
+METRICS = ("roc_auc", "pr_auc", "f1", "f_beta", "accuracy", "log_loss")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
+    """A binary classifier trained on a dataset's gold features table (conf/models/<name>.yaml)."""
     name: str
     dataset: str
-    label: str
-    features: list[str]
-    algorithm: str
+    algorithm: Literal["logistic_regression", "random_forest", "gbt"]
+    # gold feature columns: numeric ones are imputed (median of the training rows), categorical
+    # ones indexed and one-hot encoded (a category unseen in training gets its own slot)
+    numeric_features: list[str] = field(default_factory=list)
+    categorical_features: list[str] = field(default_factory=list)
+    # MLlib parameter of the classifier -> values searched by cross-validation
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 42
+    folds: int = 3
+    # param maps fitted in parallel per fold
+    parallelism: int = 2
+    # balanced: each class weighs n / (2 n_class) in training (weightCol); none: every row 1
+    class_weights: Literal["balanced", "none"] = "balanced"
+    # the decision threshold maximises F-beta on the validation split
+    beta: float = 1.0
+    primary_metric: Literal["roc_auc", "pr_auc"] = "pr_auc"
+    bootstrap_replicates: int = 200
+    # the simple baseline model: logistic regression on these features (numeric ones)
+    baseline_features: list[str] = field(default_factory=list)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
 
 @dataclass(frozen=True)
@@ -210,6 +251,18 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    # A relative sqlite path (sqlite:///<path>) and a relative artifact location are under the
+    # project root (gitignored); other envs name a tracking server (http(s)://...).
+    tracking_uri: str = "sqlite:///.strata/mlflow.db"
+    # None: the tracking store holds the registry too
+    registry_uri: str | None = None
+    # where a new experiment keeps its artifacts (models, plots, datasheets)
+    artifact_location: str = ".strata/mlartifacts"
+    experiment: str = "strata"
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     project_root: str
@@ -219,11 +272,17 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
             raise ConfigError(f"unknown dataset '{name}'; configured: {sorted(self.datasets)}")
         return self.datasets[name]
+
+    def model(self, name: str) -> ModelConfig:
+        if name not in self.models:
+            raise ConfigError(f"unknown model '{name}'; configured: {sorted(self.models)}")
+        return self.models[name]
 
 
 def default_conf_dir() -> Path:
@@ -266,7 +325,21 @@ def load_config(env: str, conf_dir: str | Path | None = None,
         config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)),
         quality=dataclasses.replace(config.quality, data_docs_dir=_resolve_root(
             config.quality.data_docs_dir, conf_dir.parent)),
-        datasets={**config.datasets, **datasets})
+        datasets={**config.datasets, **datasets},
+        mlflow=_resolve_mlflow(config.mlflow, conf_dir.parent))
+
+
+def _resolve_mlflow(mlflow: MlflowConfig, project_root: Path) -> MlflowConfig:
+    """Relative local stores are under the project root (whatever the working directory)."""
+    def store(uri: str | None) -> str | None:
+        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            return f"sqlite:///{(project_root / uri[len('sqlite:///'):]).resolve()}"
+        return uri
+    artifacts = mlflow.artifact_location
+    if "://" not in artifacts:
+        artifacts = (project_root / artifacts).resolve().as_uri()
+    return dataclasses.replace(mlflow, tracking_uri=store(mlflow.tracking_uri),
+                               registry_uri=store(mlflow.registry_uri), artifact_location=artifacts)
 
 
 def _resolve_root(root: str, project_root: Path) -> str:
@@ -488,7 +561,74 @@ def _check_meaning(config: Config, origins: dict) -> Config:
     """The checks the types cannot make. Returns the config with schema types normalised."""
     datasets = {key: _check_dataset(key, dataset, origins) for key, dataset in config.datasets.items()}
     _check_tables_unique(datasets, origins)
+    for key, model in config.models.items():
+        _check_model(key, model, datasets, origins)
     return dataclasses.replace(config, datasets=datasets)
+
+
+def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig], origins: dict) -> None:
+    base = ("models", key)
+
+    def fail(sub: tuple[str, ...], message: str) -> typing.NoReturn:
+        path = base + sub
+        raise ConfigError(f"{_where(path, origins)}: key '{'.'.join(path)}' {message}")
+
+    if not NAME.match(model.name) or model.name != key:
+        fail(("name",), f"must be a plain name ({NAME_RULE}) equal to the file's name {key!r}")
+    dataset = datasets.get(model.dataset)
+    if dataset is None:
+        fail(("dataset",), f"names unknown dataset {model.dataset!r}; configured: {sorted(datasets)}")
+    if dataset.gold is None or not dataset.gold.label:
+        fail(("dataset",), f"dataset {model.dataset!r} has no gold label to learn")
+    columns = {c.lower(): c for c in dataset.gold.features}
+    for part in ("numeric_features", "categorical_features", "baseline_features"):
+        for column in getattr(model, part):
+            if column.lower() not in columns:
+                fail((part,), f"names {column!r}, not a feature of gold/{dataset.name}_features"
+                              f"{_did_you_mean(column, columns)}")
+    features = model.numeric_features + model.categorical_features
+    if not features:
+        fail(("numeric_features",), "and categorical_features name no feature")
+    if len({c.lower() for c in features}) != len(features):
+        fail(("categorical_features",), "repeats a feature (a feature is numeric or categorical, once)")
+    gold_columns = {c.lower() for c in [*dataset.keys, *dataset.partition_by, *dataset.gold.features]}
+    if model.split.group is not None and model.split.group.lower() not in gold_columns:
+        fail(("split", "group"), f"names {model.split.group!r}, not a column of gold/{dataset.name}_features")
+    unknown = [c for c in model.baseline_features if c not in model.numeric_features]
+    if unknown:
+        fail(("baseline_features",), f"must be numeric features of the model, got {unknown}")
+    params = _estimator_params(model.algorithm)
+    for param, values in model.grid.items():
+        if param not in params:
+            fail(("grid", param), f"is not a parameter of {model.algorithm}{_did_you_mean(param, {p.lower(): p for p in params})}")
+        if param in ("featuresCol", "labelCol", "weightCol", "predictionCol", "probabilityCol", "rawPredictionCol"):
+            fail(("grid", param), "is set by the training job, not searched")
+        if not isinstance(values, list) or not values:
+            fail(("grid", param), "must be a non-empty list of values")
+        if not all(isinstance(v, (int, float, str, bool)) and v is not None for v in values):
+            fail(("grid", param), f"values must be numbers, strings or booleans, got {values!r}")
+    fractions = (model.split.train, model.split.validation, model.split.test)
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        fail(("split",), f"fractions must be positive and sum to 1, got {fractions}")
+    for part, value, least in (("folds", model.folds, 2), ("parallelism", model.parallelism, 1),
+                               ("bootstrap_replicates", model.bootstrap_replicates, 20)):
+        if value < least:
+            fail((part,), f"must be at least {least}, got {value}")
+    if model.beta <= 0:
+        fail(("beta",), f"must be positive, got {model.beta}")
+
+
+@functools.lru_cache(maxsize=None)
+def _estimator_params(algorithm: str) -> tuple[str, ...]:
+    """The classifier's parameter names, from its constructor's signature (no JVM)."""
+    import inspect
+
+    from pyspark.ml import classification
+
+    estimator = {"logistic_regression": classification.LogisticRegression,
+                 "random_forest": classification.RandomForestClassifier,
+                 "gbt": classification.GBTClassifier}[algorithm]
+    return tuple(p for p in inspect.signature(estimator.__init__).parameters if p != "self")
 
 
 def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetConfig:
