@@ -240,6 +240,9 @@ def test_bad_columns_and_nulls_raise(spark, data):
         stratified_split(nulls.where("id is not null"), "label", "id", FRACTIONS, seed=1)
     with pytest.raises(ValueError, match=r"key column\(s\) \['id'\] has null values"):
         stratified_split(nulls.where("label is not null"), "label", "id", FRACTIONS, seed=1)
+    nan = spark.range(3).withColumn("label", F.when(F.col("id") == 1, float("nan")).otherwise(0.0))
+    with pytest.raises(ValueError, match="label column 'label' has NaN values"):
+        stratified_split(nan, "label", "id", FRACTIONS, seed=1)
 
 
 # ---- distribution -----------------------------------------------------------------------------

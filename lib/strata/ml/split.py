@@ -162,7 +162,6 @@ def _check_columns(df: DataFrame, label: str, keys: list[str], group: str | None
 class _Class:
     """One class's buckets, in bucket (= hash) order."""
     buckets: list[int] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)    # rows per bucket (the items' weights)
     starts: list[int] = field(default_factory=list)  # rows of the class in the buckets before
     items: int = 0                                   # rows, or groups
     total: int = 0                                   # rows
@@ -263,11 +262,12 @@ def _classes(items: DataFrame, ties: list[str], label: str, keys: list[str], gro
     if null_keys:
         what = f"group column {group!r}" if group is not None else f"key column(s) {keys}"
         raise ValueError(f"{what} has null values ({null_keys} {'groups' if group else 'rows'})")
+    if any(isinstance(r["label"], float) and math.isnan(r["label"]) for r in rows):
+        raise ValueError(f"label column {label!r} has NaN values")  # NaN != NaN: not a class key
     classes: dict[Any, _Class] = {}
     for r in rows:
         cls = classes.setdefault(r["label"], _Class())
         cls.buckets.append(r["bucket"])
-        cls.rows.append(r["w"])
         cls.starts.append(cls.total)
         cls.items += r["n"]
         cls.total += r["w"]
