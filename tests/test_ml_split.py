@@ -137,7 +137,8 @@ def test_split_is_deterministic_whatever_the_partitioning_or_row_order(data, spl
     want = split_data.select("id", "split")
     assert_df_equality(again.select("id", "split"), want, ignore_row_order=True)
     assert_df_equality(moved.select("id", "split"), want, ignore_row_order=True)
-    first, other_seed = assigned(split_data, ["id"]), assigned(stratified_split(data, "label", "id", FRACTIONS, seed=8), ["id"])
+    first = assigned(split_data, ["id"])
+    other_seed = assigned(stratified_split(data, "label", "id", FRACTIONS, seed=8), ["id"])
     assert sum(v != first[k] for k, v in other_seed.items()) > ROWS // 10
 
 
