@@ -1,1 +1,1 @@
-"""Machine learning on gold tables: pure DataFrame -> DataFrame preparation for the training job."""
+"""Machine learning: pure DataFrame functions for splits, evaluation and scoring."""
