@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: venv demo s3 test test-fast bench lock clean
+.PHONY: venv demo s3 mlflow-ui test test-fast bench lock clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,12 @@ demo: venv
 S3_PORT ?= 0
 s3: venv
 	@$(PY) -m strata_dev.local_s3 --port $(S3_PORT)
+
+# The MLflow UI over the local tracking store (runs, metrics, plots, registered models).
+MLFLOW_PORT ?= 5000
+mlflow-ui: venv
+	$(PY) -m mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --backend-store-uri "$$($(PY) -m strata.config --env local mlflow.tracking_uri)"
 
 test: venv
 	$(PY) -m pytest
