@@ -1,0 +1,1 @@
+"""Machine learning: pure DataFrame functions for splits, evaluation and scoring."""
