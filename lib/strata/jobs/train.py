@@ -314,22 +314,27 @@ def promote(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, model: 
                 "zero_rule": outcome["zero_rule"][primary], "required_low": floor}
     champion = tracking.version_by_alias(model.name, CHAMPION)
     decision["champion"] = str(champion.version) if champion is not None else None
-    if outcome["interval"]["low"] <= floor:
-        decision.update(promoted=False, reason=f"the interval's low end {outcome['interval']['low']:.4f} does not clear "
-                                               f"the zero-rule baseline {decision['zero_rule']:.4f} by {promotion.baseline_margin}")
-    elif champion is None:
-        decision.update(promoted=True, reason="first model to clear the zero-rule baseline")
-    else:
+    clears_baseline = outcome["interval"]["low"] > floor
+    reasons = [] if clears_baseline else [
+        f"the interval's low end {outcome['interval']['low']:.4f} does not clear the zero-rule baseline "
+        f"{decision['zero_rule']:.4f} by {promotion.baseline_margin}"]
+    if champion is not None:
+        # compared whatever the baseline said: the evidence is recorded either way
         comparison = compare_with_champion(ctx, dataset, model, outcome, champion)
         decision["comparison"] = comparison
         if comparison.get("error"):
-            decision.update(promoted=False, reason=comparison["error"])
-        elif comparison["low"] >= -promotion.tolerance:
-            decision.update(promoted=True, reason=f"not worse than champion {champion.version} by more than "
-                                                  f"{promotion.tolerance} (paired interval low {comparison['low']:.4f})")
-        else:
-            decision.update(promoted=False, reason=f"worse than champion {champion.version}: paired interval low "
-                                                   f"{comparison['low']:.4f} < -{promotion.tolerance}")
+            reasons.append(comparison["error"])
+        elif comparison["low"] < -promotion.tolerance:
+            reasons.append(f"worse than champion {champion.version}: paired interval low {comparison['low']:.4f} "
+                           f"< -{promotion.tolerance}")
+    decision["promoted"] = not reasons
+    if reasons:
+        decision["reason"] = "; ".join(reasons)
+    elif champion is None:
+        decision["reason"] = "first model to clear the zero-rule baseline"
+    else:
+        decision["reason"] = (f"clears the zero-rule baseline and is not worse than champion {champion.version} by "
+                              f"more than {promotion.tolerance} (paired interval low {decision['comparison']['low']:.4f})")
     if decision["promoted"]:
         tracking.set_alias(model.name, CHAMPION, challenger)
     tracking.client.set_tag(registered["run_id"], "strata.promotion", json.dumps(decision, default=str))
