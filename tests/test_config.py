@@ -416,3 +416,32 @@ def test_a_source_may_be_a_local_folder_set_by_the_environment(conf_dir):
         source("s3://b/trips")
     s3 = load_config("local", conf_dir, environ={}).dataset("trips").source
     assert not s3.is_local and s3.uri == "s3://strata-raw/trips/" and s3.object_uri("trips/a.csv") == "s3://strata-raw/trips/a.csv"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("numeric_features: [trip_duration_min,", "numeric_features: [trip_duraton_min,"),
+     r"tips.yaml: key 'models.tips.numeric_features' names 'trip_duraton_min', not a feature of "
+     r"gold/trips_features \(did you mean 'trip_duration_min'\?\)"),
+    (("split: {train: 0.7,", "split: {train: 0.8,"), r"key 'models.tips.split' fractions must be positive and sum to 1"),
+    (("dataset: trips", "dataset: taxis"), r"key 'models.tips.dataset' names unknown dataset 'taxis'"),
+    (("maxDepth: [3, 5]", "maxDepth: []"), r"key 'models.tips.grid.maxDepth' must be a non-empty list"),
+    (("algorithm: gbt", "algorithm: svm"), r"key 'models.tips.algorithm' must be one of"),
+    (("folds: 3", "folds: 1"), r"key 'models.tips.folds' must be at least 2, got 1"),
+])
+def test_model_config_mistakes_are_one_line(conf_dir, change, message):
+    path = conf_dir / "models" / "tips.yaml"
+    old, new = change
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", conf_dir, environ={})
+
+
+def test_a_grid_parameter_the_classifier_lacks_is_found_before_spark(conf_dir):
+    from strata.config import check_model_grid
+    path = conf_dir / "models" / "tips.yaml"
+    path.write_text(path.read_text().replace("maxDepth: [3, 5]", "maxDepht: [3, 5]"))
+    config = load_config("local", conf_dir, environ={})  # loading does not import pyspark.ml
+    with pytest.raises(ConfigError, match=r"key 'models.tips.grid.maxDepht' is not a parameter of gbt "
+                                          r"\(did you mean 'maxDepth'\?\)"):
+        check_model_grid(config, "tips")

@@ -132,14 +132,27 @@ def test_upload_puts_files_in_the_run_dates_folder_once(tmp_path, demo):
     code, summary, _ = upload(tmp_path, "--run-date", "2024-03-07", *files)
     assert code == 0 and summary["files_uploaded"] == 0 and summary["files_unchanged"] == 2
 
+    # another file of the same name: refused (its records would silently replace the first's)
+    placed_before = (tmp_path / "raw" / "trips" / "2024" / "03" / "07" / files[0].name).read_bytes()
+    files[0].write_bytes(objects[2].data)
+    code, summary, _ = upload(tmp_path, "--run-date", "2024-03-07", *files)
+    assert code == 1 and f"{files[0].name} already in" in summary["error"] and "--replace" in summary["error"]
+    assert (tmp_path / "raw" / "trips" / "2024" / "03" / "07" / files[0].name).read_bytes() == placed_before
+    code, summary, _ = upload(tmp_path, "--run-date", "2024-03-07", "--replace", *files)
+    assert code == 0 and summary["files_replaced"] == 1 and summary["files_unchanged"] == 1
+    assert (tmp_path / "raw" / "trips" / "2024" / "03" / "07" / files[0].name).read_bytes() == objects[2].data
+
 
 def test_upload_refuses_bad_files_and_uploads_none(tmp_path):
     good = tmp_path / "ok.csv"
     good.write_text("a\n1\n")
     (tmp_path / "notes.txt").write_text("x")
-    code, summary, stderr = upload(tmp_path, good, tmp_path / "notes.txt", tmp_path / "missing.csv")
+    (tmp_path / ".hidden.csv").write_text("a\n1\n")
+    code, summary, stderr = upload(tmp_path, good, tmp_path / "notes.txt", tmp_path / "missing.csv",
+                                   tmp_path / ".hidden.csv")
     assert code == 1 and summary["status"] == "failed"
     assert "nothing uploaded" in summary["error"] and "missing.csv: no such file" in summary["error"]
     assert "notes.txt: unsupported object type" in summary["error"]
+    assert ".hidden.csv: a hidden name" in summary["error"]
     assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "raw").exists()

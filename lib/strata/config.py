@@ -207,10 +207,6 @@ class PromotionConfig:
     baseline_margin: float = 0.02
 
 
-ALGORITHMS = ("logistic_regression", "random_forest", "gbt")
-METRICS = ("roc_auc", "pr_auc", "f1", "f_beta", "accuracy", "log_loss")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """A binary classifier trained on a dataset's gold features table (conf/models/<name>.yaml)."""
@@ -356,7 +352,12 @@ def _resolve_folder(path: str, project_root: Path) -> str:
     elif "://" in path:
         raise ConfigError(f"source.path must be a local folder or file:// URI, got {path!r} "
                           "(an S3 source is bucket and prefix)")
-    return str((project_root / path).resolve())
+    # Not resolve(): a symbolic link keeps its own name, which names the keys (a re-pointed link
+    # must not re-key every file).
+    folder = os.path.normpath(os.path.join(project_root, path))
+    if not path.strip() or folder == os.path.normpath(project_root) or folder == "/":
+        raise ConfigError(f"source.path must name the dataset's own folder, got {path!r}")
+    return folder
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -597,10 +598,7 @@ def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig
     unknown = [c for c in model.baseline_features if c not in model.numeric_features]
     if unknown:
         fail(("baseline_features",), f"must be numeric features of the model, got {unknown}")
-    params = _estimator_params(model.algorithm)
     for param, values in model.grid.items():
-        if param not in params:
-            fail(("grid", param), f"is not a parameter of {model.algorithm}{_did_you_mean(param, {p.lower(): p for p in params})}")
         if param in ("featuresCol", "labelCol", "weightCol", "predictionCol", "probabilityCol", "rawPredictionCol"):
             fail(("grid", param), "is set by the training job, not searched")
         if not isinstance(values, list) or not values:
@@ -616,6 +614,18 @@ def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig
             fail((part,), f"must be at least {least}, got {value}")
     if model.beta <= 0:
         fail(("beta",), f"must be positive, got {model.beta}")
+
+
+def check_model_grid(config: Config, name: str) -> None:
+    """The grid names parameters of the model's classifier. Not part of load_config: it imports
+    pyspark.ml (about a second), which only the jobs that train pay for (preflight, before Spark)."""
+    model = config.model(name)
+    params = _estimator_params(model.algorithm)
+    for param in model.grid:
+        if param not in params:
+            path = ("models", name, "grid", param)
+            raise ConfigError(f"conf/models/{name}.yaml: key '{'.'.join(path)}' is not a parameter of "
+                              f"{model.algorithm}{_did_you_mean(param, {p.lower(): p for p in params})}")
 
 
 @functools.lru_cache(maxsize=None)

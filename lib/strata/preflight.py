@@ -36,6 +36,9 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
 def check(job: str, config: Config, args: argparse.Namespace) -> None:
     """Load every suite the job will use; strata.quality.SuiteError (one line naming the file)
     for the first that cannot be used."""
+    if isinstance(getattr(args, "model", None), str):
+        from strata.config import check_model_grid
+        check_model_grid(config, args.model)
     wanted = suites(job, config, args)
     if not wanted:
         return

@@ -76,8 +76,10 @@ def run(ctx: JobContext) -> dict:
         started = time.monotonic()
 
     splits = split_rows(rows, dataset, model).cache()
+    outcome = None
     try:
         outcome = train_and_evaluate(splits, dataset, model, lap)
+        outcome["table_version"] = version
         counts.update(split_counts=outcome["split_counts"], metrics=outcome["metrics"],
                       interval=outcome["interval"], threshold=outcome["threshold"])
         registered = log_to_mlflow(ctx, tracking, dataset, model, table, version, outcome)
@@ -90,6 +92,8 @@ def run(ctx: JobContext) -> dict:
             lap("promotion")
     finally:
         splits.unpersist()
+        if outcome is not None:
+            outcome["test_scored"].unpersist()
     return counts
 
 
@@ -176,7 +180,7 @@ def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelCo
     train_rate = _positive_rate(splits.where(F.col(SPLIT) == "train"))
     zero = evaluate.zero_rule(test, LABEL, positive_rate=train_rate)
     outcome = {
-        "model": fitted, "test_scored": test_scored, "threshold": threshold,
+        "model": fitted, "test_scored": test_scored, "table_version": None, "threshold": threshold,
         "validation_f_beta": validation_fbeta, "metrics": metrics, "interval": interval,
         "zero_rule": zero, "tuning": tuning, "class_weights": weights,
         "split_counts": split_counts(splits, LABEL, SPLIT),
@@ -203,7 +207,9 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
     import mlflow
     import mlflow.spark
     import pyspark
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
+    from pyspark.ml.classification import LogisticRegressionModel
 
     from strata.ml import plots
 
@@ -223,9 +229,14 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
             "table_path": table_path, "table_version": version, "threshold": outcome["threshold"],
             **{f"best_{k}": v for k, v in outcome["tuning"]["best_params"].items()}})
         # A Delta dataset source by path and version (load_delta would need the JVM connector).
-        mlflow.log_input(mlflow.data.from_spark(ctx.lake.read(table, version=version), path=table_path,
-                                                version=str(version), name=table.qualified_name, targets=LABEL),
-                         context="training")
+        # MLflow recognises only local and DBFS Delta paths: on S3 the params and tags hold them.
+        try:
+            mlflow.log_input(mlflow.data.from_spark(ctx.lake.read(table, version=version), path=table_path,
+                                                    version=str(version), name=table.qualified_name, targets=LABEL),
+                             context="training")
+        except MlflowException as exc:
+            log.warning("%s: dataset input not logged (%s); table_path and table_version are params",
+                        model.name, str(exc).splitlines()[0])
         interval = outcome["interval"]
         metrics = {f"test_{k}": v for k, v in outcome["metrics"].items() if isinstance(v, (int, float))}
         metrics.update({f"test_{primary}_low": interval["low"], f"test_{primary}_high": interval["high"],
@@ -250,6 +261,12 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
             (folder / "tuning.json").write_text(json.dumps(outcome["tuning"], indent=2, default=str))
             mlflow.log_artifacts(str(folder))
 
+        # The registered model predicts at the tuned threshold, not at 0.5.
+        classifier, threshold = outcome["model"].stages[-1], outcome["threshold"]
+        if isinstance(classifier, LogisticRegressionModel):
+            classifier.setThreshold(threshold)  # its threshold and thresholds must agree
+        else:
+            classifier.setThresholds([1 - threshold, threshold])  # class 1 when p1 / t > p0 / (1 - t)
         example_rows = (ctx.lake.read(table, version=version).where(F.col(LABEL).isNotNull())
                         .select(*_features(model)).limit(5).cache())
         example = example_rows.toPandas()
@@ -324,7 +341,7 @@ def promote(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, model: 
         decision["comparison"] = comparison
         if comparison.get("error"):
             reasons.append(comparison["error"])
-        elif comparison["low"] < -promotion.tolerance:
+        elif not comparison["low"] >= -promotion.tolerance:  # NaN (no defined replicate) never passes
             reasons.append(f"worse than champion {champion.version}: paired interval low {comparison['low']:.4f} "
                            f"< -{promotion.tolerance}")
     decision["promoted"] = not reasons
@@ -335,11 +352,12 @@ def promote(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, model: 
     else:
         decision["reason"] = (f"clears the zero-rule baseline and is not worse than champion {champion.version} by "
                               f"more than {promotion.tolerance} (paired interval low {decision['comparison']['low']:.4f})")
-    if decision["promoted"]:
-        tracking.set_alias(model.name, CHAMPION, challenger)
+    # The evidence first: an alias never moves without it.
     tracking.client.set_tag(registered["run_id"], "strata.promotion", json.dumps(decision, default=str))
     tracking.client.set_model_version_tag(model.name, challenger, "promotion",
                                           "promoted" if decision["promoted"] else "not promoted")
+    if decision["promoted"]:
+        tracking.set_alias(model.name, CHAMPION, challenger)
     log.info("%s: version %s %s: %s", model.name, challenger,
              "promoted to champion" if decision["promoted"] else "not promoted", decision["reason"])
     return decision
@@ -347,7 +365,18 @@ def promote(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, model: 
 
 def compare_with_champion(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig, outcome: dict, champion) -> dict:
     """Paired bootstrap of challenger - champion on the challenger's test rows that the champion
-    neither trained nor tuned on (its split rebuilt from its run's table version and config)."""
+    neither trained nor tuned on (its split rebuilt from its run's table version and config).
+    Never raises once the challenger is registered: a failure is the comparison's error, and the
+    challenger is then not promoted."""
+    try:
+        return _compare_with_champion(ctx, dataset, model, outcome, champion)
+    except Exception as exc:  # noqa: BLE001 - the decision records why; the registry stays as it is
+        log.warning("%s: comparison with champion %s failed", model.name, champion.version, exc_info=True)
+        return {"error": f"comparing with champion {champion.version} failed: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; not promoted"}
+
+
+def _compare_with_champion(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig, outcome: dict, champion) -> dict:
     import mlflow
     import mlflow.spark
 
@@ -367,18 +396,21 @@ def compare_with_champion(ctx: JobContext, dataset: DatasetConfig, model: ModelC
     try:
         champion_rows = ctx.lake.read(table, version=champion_version).where(F.col(LABEL).isNotNull())
         columns = [*dataset.keys, LABEL] + ([group] if group else [])
-        learnt = (stratified_split(champion_rows.select(*columns), LABEL, dataset.keys, fractions, seed,
-                                   group=group, column=SPLIT)
-                  .where(F.col(SPLIT) != "test").select(*dataset.keys))
+        # by group when the champion split by group: a group it trained on is seen in every row
+        seen_by = [group] if group else dataset.keys
+        learnt = (stratified_split(champion_rows.select(*columns).withColumn(LABEL, F.col(LABEL).cast("int")),
+                                   LABEL, dataset.keys, fractions, seed, group=group, column=SPLIT)
+                  .where(F.col(SPLIT) != "test").select(*seen_by).distinct())
     except Exception as exc:  # noqa: BLE001 - e.g. that version vacuumed: the comparison would leak
         return {"error": f"cannot rebuild champion {champion.version}'s split from {table.qualified_name} version "
                          f"{champion_version}: {str(exc).strip().splitlines()[0]}; not promoted"}
-    unseen = outcome["test_scored"].join(learnt, dataset.keys, "left_anti")
+    # every gold column: the champion may use features the current config no longer names
+    gold = ctx.lake.read(table, version=outcome["table_version"]).drop(LABEL)
+    test = outcome["test_scored"].withColumnRenamed(SCORE, "challenger_score").join(gold, dataset.keys)
+    unseen = test.join(learnt, seen_by, "left_anti")
     champion_model = mlflow.spark.load_model(f"models:/{model.name}/{champion.version}")
-    features = ctx.lake.read(table, version=ctx.counts["table_version"]).select(*dataset.keys, *_features(model))
-    both = estimators.positive_probability(
-        champion_model.transform(unseen.withColumnRenamed(SCORE, "challenger_score").join(features, dataset.keys)),
-        out="champion_score").select(*dataset.keys, LABEL, "challenger_score", "champion_score").cache()
+    both = estimators.positive_probability(champion_model.transform(unseen), out="champion_score") \
+        .select(*dataset.keys, LABEL, "challenger_score", "champion_score").cache()
     try:
         rows = both.count()
         if rows == 0:

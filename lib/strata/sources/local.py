@@ -34,8 +34,9 @@ HASH_CHUNK = 1 << 20
 @dataclass(frozen=True)
 class FolderSettings:
     """Picklable, like S3Settings: shipped to the executors, which build their own client."""
-    object_read_attempts: int = 1     # a local read does not fail transiently
-    retry_backoff_seconds: float = 0.0
+    # A shared filesystem (NFS) can fail a read transiently (EIO, ESTALE): read again, then defer.
+    object_read_attempts: int = 3
+    retry_backoff_seconds: float = 0.5
 
     def client(self) -> "FolderClient":
         return FolderClient()
@@ -60,8 +61,12 @@ def list_files(settings: FolderSettings, folder: str, prefix: str, pattern: str 
         raise SourceError(f"cannot list {where}: no such folder")
     if not os.access(root, os.R_OK | os.X_OK):
         raise SourceError(f"cannot list {where}: permission denied")
+    def unreadable(error: OSError) -> None:
+        # os.walk skips a folder it cannot read; S3 would fail the listing, and so does this
+        raise SourceError(f"cannot list {where}: {error.filename}: {error.strerror}")
+
     keys = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not _hidden(d)]
         relative = Path(dirpath).relative_to(folder).as_posix()
         keys.extend(f"{relative}/{name}" for name in filenames
@@ -107,6 +112,8 @@ class FolderClient:
             raise _error(404, "NoSuchKey", f"no file {path}") from None
         except (PermissionError, IsADirectoryError) as exc:
             raise _error(403, "AccessDenied", f"{path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise _error(503, "ServiceUnavailable", f"{path}: {exc.strerror}") from None
         return {"Body": _VerifiedBody(body, IfMatch, path)}
 
 
@@ -125,7 +132,10 @@ class _VerifiedBody(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size)
+        try:
+            data = self.file.read(size)
+        except OSError as exc:  # an I/O error is the filesystem's, not the format's: read again later
+            raise _error(503, "ServiceUnavailable", f"{self.path}: {exc.strerror}") from None
         self.digest.update(data)
         if not data or size is None or size < 0:
             self._check()
