@@ -19,6 +19,10 @@ rule's fault instead:
     kind="status_after"   forward (upstream does the write), then answer `status` with an error body
     kind="delay"          forward after `delay` seconds (any kind can carry a delay before it acts)
 
+`release(rule)` ends the delay of the rule's requests waiting now and of those still to come (they
+still count as hits): a delay long enough to hold requests while the test does something else,
+ended by the test as soon as it is done instead of a fixed sleep.
+
 A rule faults at most `times` requests (None: every one), after letting the first `after`
 matching requests through. The first rule, in the order added, that matches and has faults left
 decides. Rules can be added, removed and cleared while requests flow. `hits(rule)` is how many
@@ -201,6 +205,10 @@ class FaultProxy:
         """Removes every rule (their hits and the log stay)."""
         self._call("clear")
 
+    def release(self, fault: Fault) -> None:
+        """Ends the rule's delay: the requests it holds now go on at once, later ones are not delayed."""
+        self._call("release", id=fault.id)
+
     def injected(self, fault: Fault) -> "_Injected":
         """`with proxy.injected(Fault(...)) as rule:` the rule is active inside the block only."""
         return _Injected(self, fault)
@@ -272,6 +280,7 @@ class _Rules:
         self._rules: list[Fault] = []
         self._seen: dict[str, int] = {}
         self._hits: dict[str, int] = {}  # kept after a rule is removed
+        self._released: dict[str, threading.Event] = {}  # set: the rule's delay is over
         self._log: list[dict[str, Any]] = []
 
     def command(self, op: str, args: dict[str, Any]) -> Any:
@@ -281,10 +290,13 @@ class _Rules:
                 self._rules.append(fault)
                 self._seen.setdefault(fault.id, 0)
                 self._hits.setdefault(fault.id, 0)
+                self._released.setdefault(fault.id, threading.Event())
             elif op == "remove":
                 self._rules = [r for r in self._rules if r.id != args["id"]]
             elif op == "clear":
                 self._rules = []
+            elif op == "release":
+                self._released.setdefault(args["id"], threading.Event()).set()
             elif op == "hits":
                 return self._hits.get(args["id"], 0)
             elif op == "rules":
@@ -310,6 +322,12 @@ class _Rules:
                 self._hits[rule.id] += 1
                 return rule
         return None
+
+    def delay(self, fault: Fault) -> None:
+        """Waits out the rule's delay, or until the rule is released (outside the lock)."""
+        with self._lock:
+            released = self._released.setdefault(fault.id, threading.Event())
+        released.wait(fault.delay)
 
     def record(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -381,7 +399,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._read_body()
         fault = self.server.rules.match(self._method, self._path, self._query)
         if fault is not None and fault.delay:
-            time.sleep(fault.delay)
+            self.server.rules.delay(fault)
         kind = fault.kind if fault is not None else None
         # Recorded before the client hears anything: a test that saw the fault finds it in the log.
         if kind in ("status", "deny"):

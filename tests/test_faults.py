@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -165,6 +166,28 @@ def test_rules_match_in_order_after_and_query_and_can_be_scoped(proxy, s3_bucket
     assert proxy.rules() == [] and proxy.hits(delayed) == 1
     with pytest.raises(ValueError):
         Fault("GET", "x", kind="explode")
+
+
+def test_a_released_delay_lets_the_held_requests_go_on_at_once(proxy, s3_bucket, s3_endpoint):
+    direct(s3_endpoint).put_object(Bucket=s3_bucket, Key="trips/a.csv", Body=b"x")
+    held = proxy.add(Fault("GET", r"/trips/a\.csv$", kind="delay", delay=25, times=None))
+    s3 = client(proxy.endpoint_url)
+    done = []
+    started = time.monotonic()
+    reader = threading.Thread(target=lambda: done.append(s3.get_object(Bucket=s3_bucket, Key="trips/a.csv")))
+    reader.start()
+    while proxy.hits(held) == 0 and time.monotonic() - started < 20:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proxy.hits(held) == 1 and not done  # the request is held at the proxy
+    released = time.monotonic()
+    proxy.release(held)
+    reader.join(20)
+    assert done and done[0]["Body"].read() == b"x"
+    assert time.monotonic() - released < 5 and proxy.log("GET")[-1].at >= released  # went on when released
+    before = time.monotonic()
+    s3.get_object(Bucket=s3_bucket, Key="trips/a.csv")
+    assert time.monotonic() - before < 5 and proxy.hits(held) == 2  # no longer delayed, still counted
 
 
 def test_another_process_goes_through_the_proxy(proxy, s3_bucket, s3_endpoint):

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import time
 
 from urllib.parse import unquote
 
@@ -122,31 +123,55 @@ def test_a_declared_new_source_column_is_accepted_with_schema_evolution(spark, t
 
 
 @pytest.mark.slow
-def test_two_concurrent_ingest_processes_ingest_every_object_exactly_once(tmp_path, s3_endpoint, s3_bucket, s3):
+def test_two_concurrent_ingest_processes_ingest_every_object_exactly_once(spark, tmp_path, s3_endpoint, s3_bucket,
+                                                                          s3, proxy):
+    """Two ingest processes race over the same new objects, and the race really happens: the raw
+    reads of both are held at the proxy until both have their in-flight marker (written once a run
+    has looked up the objects it knows, the bronze version its commit is fenced by). So one
+    commits and the other must conflict: it says why and commits nothing. Round one races to
+    create bronze, round two to append to it (its runs must not take round one's objects again);
+    a last run (in this process) finds nothing new to ingest."""
     lake = tmp_path / "lake"
-    env = {**os.environ, **environ_for(lake, s3_endpoint, s3_bucket)}
+    markers = lake / "_strata_inflight" / "bronze" / "trips"
+    env = {**os.environ, **environ_for(lake, proxy.endpoint_url, s3_bucket)}
     expected = 0
-    for round_ in range(3):
+    for round_ in range(2):
+        day = f"2024/01/0{round_ + 1}"
         for i in range(4):
             lines = [trip_line(f"r{round_}-{i}-{n}") for n in range(50)]
-            s3.put_object(Bucket=s3_bucket, Key=f"trips/2024/01/0{round_ + 1}/part-{i}.csv", Body=csv_body(*lines))
+            s3.put_object(Bucket=s3_bucket, Key=f"trips/{day}/part-{i}.csv", Body=csv_body(*lines))
             expected += 50
+        # 45 s at most per read (under the client's 60 s read timeout), released once both are fenced
+        held = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/{day}/.+\.csv$", kind="delay", delay=45, times=None))
+        before = set(markers.glob("*.json"))
         command = [str(REPO / "spark-submit.sh"), "ingest", "--env", "local", "--dataset", "trips",
-                   "--run-date", f"2024-01-0{round_ + 1}"]
+                   "--run-date", day.replace("/", "-")]
         racers = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True) for _ in range(2)]
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and all(p.poll() is None for p in racers):
+                if len(set(markers.glob("*.json")) - before) == 2:
+                    break
+                time.sleep(0.1)
+            fenced = len(set(markers.glob("*.json")) - before)
+        finally:
+            proxy.release(held)
         outcomes = [(p.returncode, out, err) for p in racers for out, err in [p.communicate(timeout=600)]]
-        codes = sorted(code for code, _, _ in outcomes)
-        assert codes[0] == 0, [err[-2000:] for _, _, err in outcomes]
+        assert fenced == 2, ("precondition: both runs staging at once", [err[-2000:] for _, _, err in outcomes])
+        assert sorted(code for code, _, _ in outcomes) == [0, 1], [err[-2000:] for _, _, err in outcomes]
+        assert proxy.hits(held) == 8  # both read the four objects, through the held rule
         for code, out, err in outcomes:
-            if code != 0:  # the loser says why and committed nothing; the next round's runs re-run it
-                summary = json.loads(out.strip().splitlines()[-1])
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["objects_new"] == 4, (out[-2000:], err[-3000:])  # this round's objects only
+            if code != 0:  # the loser says why and committed nothing
                 assert code == 1 and summary["status"] == "failed", (out[-2000:], err[-3000:])
                 assert "concurrent commit" in summary["error"] and "nothing was committed" in summary["error"]
         rows = bronze_rows(lake, ("_source_key", "_source_etag", "trip_id"))
-        assert len({r["trip_id"] for r in rows}) == len(rows)  # no object twice
-    rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert len({r["trip_id"] for r in rows}) == len(rows) == expected  # every object so far, once
+    rerun = job_context(spark, "ingest", "trips", dt.date(2024, 1, 2),
+                        environ_for(lake, proxy.endpoint_url, s3_bucket))
+    assert ingest.run(rerun)["objects_new"] == 0  # the loser left nothing behind to take again
     rows = bronze_rows(lake, ("_source_key", "_source_etag", "trip_id"))
     assert len(rows) == len({r["trip_id"] for r in rows}) == expected  # every object exactly once
 

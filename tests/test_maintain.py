@@ -219,8 +219,9 @@ def test_old_data_docs_are_pruned_and_recent_ones_kept(spark, tmp_path):
 # ---- a real ingest in flight while maintain runs ----------------------------------------------
 
 @pytest.mark.slow
-def test_maintain_during_a_slow_ingest_deletes_nothing_it_staged(tmp_path, s3_endpoint, s3_bucket):
+def test_maintain_during_a_slow_ingest_deletes_nothing_it_staged(spark, tmp_path, s3_endpoint, s3_bucket):
     from faults import Fault, serve
+    from strata.jobs import ingest as ingest_job
     from test_ingest_trust import csv_body, environ_for, trip_line
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
@@ -239,38 +240,53 @@ def test_maintain_during_a_slow_ingest_deletes_nothing_it_staged(tmp_path, s3_en
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     for proxy in serve(s3_endpoint):
-        env = {**os.environ, **environ_for(lake, proxy.endpoint_url, s3_bucket)}
+        environ = environ_for(lake, proxy.endpoint_url, s3_bucket)
+        env = {**os.environ, **environ}
         put(1, 0)
-        first = submit("ingest", env, "--dataset", "trips", "--run-date", "2024-01-01")
-        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+        # committed bronze files for maintain to work on: a plain ingest, in this process (setup only)
+        first = ingest_job.run(job_context(spark, "ingest", "trips", dt.date(2024, 1, 1), environ))
+        assert first["objects_ingested"] == 1 and DeltaTable(str(bronze)).file_uris()
         for i in range(4):
             put(2, i)
-        # every raw read of the second run waits: it stages object after object for minutes
-        slow = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/2024/01/02/.+\.csv$", kind="delay", delay=20, times=None))
+        # The second run reads its first object at once, then every later raw read is held at the
+        # proxy (45 s at most each, under the client's 60 s read timeout) until maintain is done:
+        # the run is in flight with staged files in the table folder for as long as maintain runs.
+        held = proxy.add(Fault("GET", rf"/{s3_bucket}/trips/2024/01/02/.+\.csv$", kind="delay", delay=45,
+                               after=1, times=None))
         ingest = submit("ingest", env, "--dataset", "trips", "--run-date", "2024-01-02")
-        committed = {a for a in DeltaTable(str(bronze)).file_uris()}
-        deadline = time.time() + 300
-        while time.time() < deadline and ingest.poll() is None:
-            if {str(p) for p in bronze.rglob("*.parquet")} - committed:
-                break  # its first staged file is in the table folder
-            time.sleep(0.5)
-        assert ingest.poll() is None, "the ingest ended before it staged anything"
-        staged = {str(p) for p in bronze.rglob("*.parquet")} - committed
-        assert staged and list((lake / "_strata_inflight" / "bronze" / "trips").glob("*.json"))
+        maintenance = None
+        try:
+            committed = {a for a in DeltaTable(str(bronze)).file_uris()}
+            deadline = time.time() + 300
+            while time.time() < deadline and ingest.poll() is None:
+                if {str(p) for p in bronze.rglob("*.parquet")} - committed:
+                    break  # its first staged file is in the table folder
+                time.sleep(0.1)
+            assert ingest.poll() is None, "the ingest ended before it staged anything"
+            staged = {str(p) for p in bronze.rglob("*.parquet")} - committed
+            assert staged and list((lake / "_strata_inflight" / "bronze" / "trips").glob("*.json"))
 
-        # local config: vacuum retention 0, orphan grace 0
-        maintenance = submit("maintain", env, "--dataset", "trips", "--run-date", "2024-01-02")
-        out, err = maintenance.communicate(timeout=600)
-        assert maintenance.returncode == 0, err[-3000:]
-        summary = json.loads(out.strip().splitlines()[-1])
-        assert summary["status"] == "ok" and summary["job"] == "maintain"
-        assert summary["maintained"]["bronze.trips"]["files_vacuumed"] == 0
-        assert ingest.poll() is None, "precondition: maintain ran while the ingest was still in flight"
-        assert all(os.path.exists(p) for p in staged)  # nothing it staged was deleted
+            # local config: vacuum retention 0, orphan grace 0
+            maintenance = submit("maintain", env, "--dataset", "trips", "--run-date", "2024-01-02")
+            out, err = maintenance.communicate(timeout=600)
+            assert maintenance.returncode == 0, err[-3000:]
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["status"] == "ok" and summary["job"] == "maintain"
+            assert summary["maintained"]["bronze.trips"]["files_vacuumed"] == 0
+            assert ingest.poll() is None, "precondition: maintain ran while the ingest was still in flight"
+            assert proxy.hits(held) >= 1  # ... with one of its raw reads held at the proxy
+            assert all(os.path.exists(p) for p in staged)  # nothing it staged was deleted
+        except BaseException:
+            for process in (maintenance, ingest):
+                if process is not None and process.poll() is None:
+                    process.terminate()  # the supervisor passes it on to spark-submit
+            raise
+        finally:
+            proxy.release(held)  # the held reads go on: the ingest can finish
 
-        out, err = ingest.communicate(timeout=900)
+        out, err = ingest.communicate(timeout=600)
         assert ingest.returncode == 0, err[-3000:]
-        assert proxy.hits(slow) >= 4
+        assert proxy.hits(held) == 3  # every raw read of the run but the first was held
         assert json.loads(out.strip().splitlines()[-1])["objects_ingested"] == 4
         rows = DeltaTable(str(bronze)).to_pyarrow_table(columns=["trip_id"]).column("trip_id").to_pylist()
         assert len(rows) == len(raw) == 100 and set(rows) == set(raw)  # every raw record, once

@@ -224,20 +224,23 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
 
 @pytest.mark.slow
 def test_pipeline_through_spark_submit_exit_codes(tmp_path, demo, environ):
+    """Exit 2 when a gate blocks (bronze published, silver not), then exit 0 on the same lake once
+    the rule is gone: the blocked stage runs again and the pipeline publishes every table."""
     env = {**os.environ, **environ}
     args = [str(REPO / "spark-submit.sh"), "pipeline", "--env", "local", "--dataset", "trips",
             "--run-date", RUN_DATE.isoformat()]
+    strict = {**env, "STRATA_EXPECTATIONS_DIR": str(strict_expectations(tmp_path, {
+        "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "pickup_at"}, "meta": {"severity": "error"}}))}
+    blocked = subprocess.run(args, env=strict, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert blocked.returncode == 2, blocked.stderr[-3000:]
+    summary = json.loads(blocked.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "blocked" and "pickup_at" in summary["error"]
+    assert "bronze.trips" in summary["tables"] and "silver.trips" not in summary["tables"]
+
     ok = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert ok.returncode == 0, ok.stderr[-3000:]
     summary = json.loads(ok.stdout.strip().splitlines()[-1])
     assert summary["status"] == "ok"
     assert {"bronze.trips", "silver.trips", "gold.trips_features", "gold.trips_daily_zone"} <= set(summary["tables"])
-
-    env["STRATA_EXPECTATIONS_DIR"] = str(strict_expectations(tmp_path, {
-        "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "pickup_at"}, "meta": {"severity": "error"}}))
-    env["STRATA_LAKE__ROOT"] = str(tmp_path / "lake2")
-    blocked = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert blocked.returncode == 2, blocked.stderr[-3000:]
-    summary = json.loads(blocked.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "blocked" and "pickup_at" in summary["error"]
-    assert "bronze.trips" in summary["tables"] and "silver.trips" not in summary["tables"]
+    stages = summary["stages"]
+    assert stages["trips.ingest"]["objects_new"] == 0 and "skipped" not in stages["trips.silver"]
