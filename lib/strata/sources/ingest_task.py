@@ -30,6 +30,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
 from strata.lake.files import FILE_SCHEMA, Location, PartitionedWriter
 from strata.sources.parse import (NeedsLineParser, SchemaMismatch, UnreadableObject, object_format,
                                   read_object)
+from strata.sources.local import FolderSettings
 from strata.sources.s3 import S3Settings
 
 OBJECT_OK, OBJECT_EMPTY, OBJECT_FAILED = "ok", "empty", "failed"
@@ -51,8 +52,8 @@ RESULT_SCHEMA = pa.schema([
 @dataclass(frozen=True)
 class IngestSpec:
     """What every task needs; picklable."""
-    settings: S3Settings
-    bucket: str
+    settings: S3Settings | FolderSettings   # builds the executor's client (S3 or a local folder)
+    bucket: str                             # the bucket, or the folder keys are relative to
     columns: tuple[str, ...]
     configured_format: str
     location: Location        # where the staged bronze files go

@@ -16,6 +16,6 @@ def list_objects(settings: s3.S3Settings | local.FolderSettings, source: RawSour
                  start_after: str | None = None, probe: bool = False,
                  limit: int | None = None) -> list[RawObject]:
     """The source's objects matching its pattern, in key order; SourceError if it cannot be listed."""
-    lister = local.list_files if isinstance(settings, local.FolderSettings) else s3.list_objects
+    lister = local.list_files if source.is_local else s3.list_objects  # as settings_for decides
     return lister(settings, source.container, source.key_prefix, source.pattern,
                   start_after=start_after, probe=probe, limit=limit)
