@@ -6,18 +6,20 @@ import random
 
 import pytest
 from pyspark.ml import PipelineModel
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
 
 from strata.config import ModelConfig
 from strata.ml import estimators
 
 ZONE_EFFECT = {132: 1.5, 138: 0.0, 236: -1.5}
 SCHEMA = "id int, x1 double, passengers int, zone int, payment string, label int, fold int"
-# Small models: the defaults (100 LR iterations, 20 trees) are more than these frames need.
-SMALL = {"logistic_regression": {"maxIter": [6]},
+# Small models: the defaults (100 LR iterations, 20 trees) are more than these frames need, and
+# the tests only ask for a held-out AUC well above chance (each LR iteration and each boosted
+# tree is a few more Spark jobs).
+SMALL = {"logistic_regression": {"maxIter": [3]},
          "random_forest": {"numTrees": [8], "maxDepth": [4]},
-         "gbt": {"maxIter": [5], "maxDepth": [3]}}
+         "gbt": {"maxIter": [3], "maxDepth": [3]}}
 
 
 def model_config(algorithm: str, **changes) -> ModelConfig:
@@ -59,40 +61,56 @@ def held_out(spark):
     df.unpersist()
 
 
+@pytest.fixture(scope="module")
+def train_median(train):
+    """The training rows' median x1, approximate as Imputer computes it."""
+    (median,) = train.approxQuantile("x1", [0.5], 0.001)
+    return median
+
+
+def scored_rows(pipeline_model, held_out):
+    """(frame, rows): the held-out rows scored with positive_probability, and its columns the
+    tests read, collected in one job."""
+    scored = estimators.positive_probability(pipeline_model.transform(held_out))
+    columns = ["id", "label", "x1", "x1__imputed", "features", "rawPrediction", "score"]
+    return scored, scored.select(*columns).collect()
+
+
+def auc(rows) -> float:
+    """ROC AUC of collected rows' rawPrediction for class 1 (what BinaryClassificationEvaluator
+    ranks by), by scikit-learn: no Spark job."""
+    return roc_auc_score([r["label"] for r in rows], [r["rawPrediction"][1] for r in rows])
+
+
 @pytest.fixture(scope="module", params=["logistic_regression", "random_forest", "gbt"])
 def fitted(request, train, held_out):
-    """(config, fitted pipeline, held-out rows scored) for each algorithm."""
+    """(config, fitted pipeline, held-out frame scored, its rows collected) for each algorithm:
+    fitted and scored once, shared by the learning, scaling and feature-name tests, which only
+    read it."""
     model = model_config(request.param)
     pipeline = estimators.build_pipeline(model)
     weighted, _ = estimators.with_class_weights(train, model)
     (params,) = estimators.param_grid(pipeline, model)
     pipeline_model = pipeline.fit(weighted, params)
-    scored = pipeline_model.transform(held_out).cache()
-    yield model, pipeline_model, scored
-    scored.unpersist()
+    return (model, pipeline_model, *scored_rows(pipeline_model, held_out))
 
 
-def auc(scored) -> float:
-    return BinaryClassificationEvaluator(metricName="areaUnderROC", rawPredictionCol="rawPrediction").evaluate(scored)
-
-
-def test_pipeline_learns_and_scores_unseen_categories(fitted, train):
-    model, pipeline_model, scored = fitted
+def test_pipeline_learns_and_scores_unseen_categories(fitted, train_median):
+    model, pipeline_model, scored, rows = fitted
     assert isinstance(pipeline_model, PipelineModel)
-    assert auc(scored) > 0.8, model.algorithm
-    scores = estimators.positive_probability(scored).select("id", "x1", "x1__imputed", "score")
-    assert dict(scores.dtypes)["score"] == "double"
-    unseen = {r["id"]: r["score"] for r in scores.where("id >= 10000").collect()}
+    assert dict(scored.dtypes)["score"] == "double"
+    assert len(rows) == 303
+    assert auc(rows) > 0.8, model.algorithm
+    unseen = {r["id"]: r["score"] for r in rows if r["id"] >= 10_000}
     assert sorted(unseen) == [10_000, 10_001, 10_002]
     assert all(0.0 <= s <= 1.0 for s in unseen.values())
     # a null x1 is scored with the training rows' median (approximate, as Imputer computes it)
-    (median,) = train.approxQuantile("x1", [0.5], 0.001)
-    imputed = {r["x1__imputed"] for r in scores.where("x1 IS NULL").collect()}
-    assert len(imputed) == 1 and abs(imputed.pop() - median) < 0.05
+    imputed = {r["x1__imputed"] for r in rows if r["x1"] is None}
+    assert len(imputed) == 1 and abs(imputed.pop() - train_median) < 0.05
 
 
 def test_logistic_regression_is_scaled_trees_are_not(fitted):
-    model, pipeline_model, _ = fitted
+    model, pipeline_model, _, _ = fitted
     names = [type(stage).__name__ for stage in pipeline_model.stages]
     assert names[-2] == ("StandardScalerModel" if model.algorithm == "logistic_regression" else "VectorAssembler")
     classifier = pipeline_model.stages[-1]
@@ -102,10 +120,10 @@ def test_logistic_regression_is_scaled_trees_are_not(fitted):
 
 
 def test_feature_importances_names_every_slot(fitted):
-    model, pipeline_model, scored = fitted
+    model, pipeline_model, _, rows = fitted
     importances = estimators.feature_importances(pipeline_model, model)
     names = [name for name, _ in importances]
-    assert len(names) == len(set(names)) == scored.first()["features"].size
+    assert len(names) == len(set(names)) == rows[0]["features"].size
     # zones and payments are ordered by training frequency; the extra slot is for unseen and null
     assert {"x1", "passengers", "zone=132", "zone=138", "zone=236", "zone=<unseen>",
             "payment=card", "payment=cash", "payment=<unseen>"} == set(names)
@@ -133,8 +151,9 @@ def test_param_grid_is_the_product_with_typed_values(spark):
 
 
 def test_balanced_class_weights_give_each_class_the_same_total(spark):
-    labels = [1] * 30 + [0] * 170 + [None]
-    df = spark.createDataFrame([(i, label) for i, label in enumerate(labels)], "id int, label int")
+    # 30 rows of 1, 170 of 0, one without a label (built in the JVM, no Python list to ship)
+    df = spark.range(201).select(F.col("id").cast("int").alias("id"),
+                                 F.when(F.col("id") < 30, 1).when(F.col("id") < 200, 0).cast("int").alias("label"))
     weighted, weights = estimators.with_class_weights(df, model_config("gbt"))
     assert weights == pytest.approx({0: 200 / 340, 1: 200 / 60})
     totals = {r["label"]: r["total"] for r in weighted.groupBy("label").agg(F.sum("weight").alias("total")).collect()}
@@ -155,13 +174,13 @@ def test_balanced_class_weights_give_each_class_the_same_total(spark):
 def test_cross_validate_searches_the_grid_on_the_given_folds(spark, train):
     # two folds of consecutive ids, not the frame's own fold column: the search must use this one
     train = train.withColumn("block", (F.col("id") >= 250).cast("int"))
-    model = model_config("logistic_regression", grid={"regParam": [0.0, 0.5], "maxIter": [4]},
+    model = model_config("logistic_regression", grid={"regParam": [0.0, 0.5], "maxIter": [2]},
                          folds=2, parallelism=2, primary_metric="pr_auc")
     best, summary = estimators.cross_validate(train, model, fold_col="block")
     assert isinstance(best, PipelineModel)
     assert summary["metric"] == "areaUnderPR" and summary["folds"] == 2 and summary["fold_col"] == "block"
-    assert [r["params"] for r in summary["results"]] == [{"regParam": 0.0, "maxIter": 4},
-                                                         {"regParam": 0.5, "maxIter": 4}]
+    assert [r["params"] for r in summary["results"]] == [{"regParam": 0.0, "maxIter": 2},
+                                                         {"regParam": 0.5, "maxIter": 2}]
     best_result = max(summary["results"], key=lambda r: r["mean"])
     assert summary["best_params"] == best_result["params"] and summary["best_metric"] == best_result["mean"]
     assert best.stages[-1].getRegParam() == summary["best_params"]["regParam"]
@@ -187,10 +206,10 @@ def test_baseline_is_logistic_regression_on_the_baseline_features(train, held_ou
     model = model_config("gbt", baseline_features=["x1", "passengers"])
     pipeline = estimators.baseline_pipeline(model)
     weighted, _ = estimators.with_class_weights(train, model)
-    fitted = pipeline.fit(weighted, {pipeline.getStages()[-1].maxIter: 6})
+    fitted = pipeline.fit(weighted, {pipeline.getStages()[-1].maxIter: 3})
     assert type(fitted.stages[-1]).__name__ == "LogisticRegressionModel"
     assert fitted.stages[-1].getWeightCol() == "weight"
-    assert auc(fitted.transform(held_out)) > 0.65
+    assert auc(scored_rows(fitted, held_out)[1]) > 0.65
     importances = estimators.feature_importances(fitted, estimators.baseline_config(model))
     assert [name for name, _ in importances] == ["x1", "passengers"]
     with pytest.raises(ValueError, match="baseline_features"):

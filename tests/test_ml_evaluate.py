@@ -1,5 +1,10 @@
 """strata.ml.evaluate on a real SparkSession, checked against scikit-learn as an independent
-reference (tests only) on a few thousand rows with tied scores."""
+reference (tests only) on a few thousand rows with tied scores.
+
+Cost: the time goes into Spark jobs, not rows. The shared frame is cached once per module
+(a frame from createDataFrame ships a Python RDD that every job would unpickle again), the
+hand-written frames of a few rows are built in the JVM (small_frame), and the bootstrap tests use
+as few replicates as what they check allows."""
 from __future__ import annotations
 
 import math
@@ -33,10 +38,20 @@ def to_frame(spark, y, a, b):
     return spark.createDataFrame(rows, "id long, y int, a double, b double")
 
 
+def small_frame(spark, values, schema):
+    """A frame of a few literal rows (None: null), built in the JVM as an inline table."""
+    fields = [field.split() for field in schema.split(",")]
+    return spark.range(1).select(F.inline(F.array(*[
+        F.struct(*[F.lit(v).cast(t).alias(name) for v, (name, t) in zip(row, fields)]) for row in values])))
+
+
 @pytest.fixture(scope="module")
 def data(spark):
     y, a, b = make_scored(3000, seed=1)
-    return to_frame(spark, y, a, b), y, a, b
+    df = to_frame(spark, y, a, b).cache()
+    df.count()
+    yield df, y, a, b
+    df.unpersist()
 
 
 @pytest.mark.parametrize("threshold, beta", [(0.5, 1.0), (0.27, 2.0)])
@@ -72,36 +87,36 @@ def test_precision_of_no_predicted_positive_is_zero_like_sklearn(data):
 
 
 def test_log_loss_clips_certain_scores(spark):
-    rows = [(1, 0.0), (0, 0.0), (1, 1.0), (0, 1.0), (1, 0.7)]
-    got = binary_metrics(spark.createDataFrame(rows, "y int, s double"), "y", "s")
+    values = [(1, 0.0), (0, 0.0), (1, 1.0), (0, 1.0), (1, 0.7)]
+    got = binary_metrics(small_frame(spark, values, "y int, s double"), "y", "s")
 
     def loss(y, s):
         p = min(max(s, 1e-15), 1 - 1e-15)
         return -math.log(p) if y else -math.log(1 - p)
 
-    assert got["log_loss"] == pytest.approx(sum(loss(y, s) for y, s in rows) / len(rows), abs=TOL)
-    assert got["log_loss"] > 2 * 34 / len(rows)  # two certain mistakes cost -log(1e-15) = 34.5 each
+    assert got["log_loss"] == pytest.approx(sum(loss(y, s) for y, s in values) / len(values), abs=TOL)
+    assert got["log_loss"] > 2 * 34 / len(values)  # two certain mistakes cost -log(1e-15) = 34.5 each
 
 
 def test_auc_is_nan_when_a_class_is_absent(spark):
-    got = binary_metrics(spark.createDataFrame([(0, 0.2), (0, 0.6)], "y int, s double"), "y", "s")
+    got = binary_metrics(small_frame(spark, [(0, 0.2), (0, 0.6)], "y int, s double"), "y", "s")
     assert math.isnan(got["roc_auc"]) and math.isnan(got["pr_auc"])
     assert got["accuracy"] == 0.5
 
 
-@pytest.mark.parametrize("rows, message", [
+@pytest.mark.parametrize("values, message", [
     ([(0, 0.2), (2, 0.6)], "not 0 or 1"),
     ([(0, 0.2), (None, 0.6)], "not 0 or 1"),
     ([(0, 0.2), (1, None)], "null or NaN"),
     ([(0, 0.2), (1, float("nan"))], "null or NaN"),
 ])
-def test_invalid_labels_and_scores_raise(spark, rows, message):
+def test_invalid_labels_and_scores_raise(spark, values, message):
     with pytest.raises(ValueError, match=message):
-        binary_metrics(spark.createDataFrame(rows, "y int, s double"), "y", "s")
+        binary_metrics(small_frame(spark, values, "y int, s double"), "y", "s")
 
 
 def test_best_threshold_and_calibration_check_their_input_too(spark):
-    df = spark.createDataFrame([(0, 0.2), (2, 0.6)], "y int, s double")
+    df = small_frame(spark, [(0, 0.2), (2, 0.6)], "y int, s double")
     with pytest.raises(ValueError, match="not 0 or 1"):
         best_threshold(df, "y", "s")
     with pytest.raises(ValueError, match="not 0 or 1"):
@@ -124,7 +139,7 @@ def test_best_threshold_equals_brute_force_over_distinct_scores(data, beta):
 
 def test_best_threshold_equal_f_picks_the_higher_threshold(spark):
     # 0.9: tp1 fp0 fn1 -> F1 2/3; 0.7: tp2 fp2 fn0 -> 4/6 = 2/3 too: the higher, 0.9, wins.
-    df = spark.createDataFrame([(1, 0.9), (0, 0.8), (0, 0.75), (1, 0.7)], "y int, s double")
+    df = small_frame(spark, [(1, 0.9), (0, 0.8), (0, 0.75), (1, 0.7)], "y int, s double")
     threshold, f = best_threshold(df, "y", "s")
     assert (threshold, f) == (0.9, pytest.approx(2 / 3))
 
@@ -145,7 +160,7 @@ def test_calibration_counts_sum_to_rows_and_bins_match_numpy(data):
 
 
 def test_calibration_keeps_edges_and_empty_bins(spark):
-    df = spark.createDataFrame([(1, 1.0), (0, 0.0), (1, 0.5)], "y int, s double")
+    df = small_frame(spark, [(1, 1.0), (0, 0.0), (1, 0.5)], "y int, s double")
     table = calibration(df, "y", "s", bins=4)
     assert [row[4] for row in table] == [1, 0, 1, 1]
     assert table[1][2:] == (None, None, 0)
@@ -217,18 +232,18 @@ def test_weighted_replicate_equals_sklearn_with_sample_weights(data):
 @pytest.mark.parametrize("metric", ["f1", "roc_auc"])  # the summed and the ranked path
 def test_bootstrap_interval_is_reproducible_across_runs_and_partitionings(data, metric):
     df = data[0]
-    first = bootstrap_interval(df, "y", "a", "id", metric, replicates=60, seed=42)
+    first = bootstrap_interval(df, "y", "a", "id", metric, replicates=20, seed=42)
     assert first["low"] <= first["estimate"] <= first["high"]
-    assert first["replicates"] == 60 and first["low"] < first["high"]
+    assert first["replicates"] == 20 and first["low"] < first["high"]
     # A second run, on 7 partitions instead of 2: bitwise the same interval.
-    assert bootstrap_interval(df.repartition(7), "y", "a", "id", metric, replicates=60, seed=42) == first
+    assert bootstrap_interval(df.repartition(7), "y", "a", "id", metric, replicates=20, seed=42) == first
 
 
 def test_log_loss_bootstrap_is_reproducible_up_to_rounding(data):
     # Sums of doubles in a partitioning-dependent order: equal to ~1e-16, not necessarily bitwise.
     df, y, a, _ = data
-    first = bootstrap_interval(df, "y", "a", "id", "log_loss", replicates=60, seed=42)
-    again = bootstrap_interval(df.repartition(7), "y", "a", "id", "log_loss", replicates=60, seed=42)
+    first = bootstrap_interval(df, "y", "a", "id", "log_loss", replicates=20, seed=42)
+    again = bootstrap_interval(df.repartition(7), "y", "a", "id", "log_loss", replicates=20, seed=42)
     assert first["estimate"] == pytest.approx(sk.log_loss(y, a), abs=TOL)
     assert first["low"] <= first["estimate"] <= first["high"]
     for name in ("estimate", "low", "high"):
@@ -251,9 +266,10 @@ def test_bucketed_auc_replicates_stay_close_to_exact_ones(spark):
     # ~10 rows. Pairs sharing a bucket are < 1/300 of all pairs, so each replicate's AUC moves
     # by < 1/600; the estimate stays exact.
     y, a, b = make_scored(3000, seed=4, decimals=None)
-    df = to_frame(spark, y, a, b)
-    exact = bootstrap_interval(df, "y", "a", "id", "roc_auc", replicates=40, seed=2)
-    bucketed = bootstrap_interval(df, "y", "a", "id", "roc_auc", replicates=40, seed=2, max_scores=300)
+    df = to_frame(spark, y, a, b).cache()  # read by both intervals below: five passes
+    exact = bootstrap_interval(df, "y", "a", "id", "roc_auc", replicates=20, seed=2)
+    bucketed = bootstrap_interval(df, "y", "a", "id", "roc_auc", replicates=20, seed=2, max_scores=300)
+    df.unpersist()
     assert bucketed["estimate"] == exact["estimate"] == pytest.approx(sk.roc_auc_score(y, a), abs=TOL)
     assert bucketed["low"] != exact["low"]
     assert bucketed["low"] == pytest.approx(exact["low"], abs=1 / 600)
@@ -272,21 +288,21 @@ def test_score_buckets_have_about_equal_counts_and_never_split_a_score(data):
 @pytest.mark.parametrize("metric", ["log_loss", "roc_auc"])
 def test_paired_difference_of_a_model_with_itself_is_exactly_zero(data, metric):
     df = data[0]
-    got = paired_bootstrap_difference(df, "y", "a", "a", "id", metric, replicates=40, seed=9)
-    assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "replicates": 40}
+    got = paired_bootstrap_difference(df, "y", "a", "a", "id", metric, replicates=20, seed=9)
+    assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "replicates": 20}
 
 
 def test_paired_difference_of_a_clearly_better_model_is_above_zero(data):
     df, y, a, b = data
-    got = paired_bootstrap_difference(df, "y", "a", "b", "id", "roc_auc", replicates=100, seed=9)
+    got = paired_bootstrap_difference(df, "y", "a", "b", "id", "roc_auc", replicates=40, seed=9)
     assert got["difference"] == pytest.approx(sk.roc_auc_score(y, a) - sk.roc_auc_score(y, b), abs=TOL)
     assert 0 < got["low"] <= got["difference"] <= got["high"]
-    assert got["replicates"] == 100
+    assert got["replicates"] == 40
 
 
 def test_bootstrap_rejects_unknown_metric_and_invalid_rows(spark, data):
     with pytest.raises(ValueError, match="unknown metric"):
         bootstrap_interval(data[0], "y", "a", "id", "auc")
-    bad = spark.createDataFrame([(1, 0, 0.2), (2, 1, float("nan"))], "id long, y int, s double")
+    bad = small_frame(spark, [(1, 0, 0.2), (2, 1, float("nan"))], "id long, y int, s double")
     with pytest.raises(ValueError, match="null or NaN"):
         bootstrap_interval(bad, "y", "s", "id", "accuracy", replicates=5)
