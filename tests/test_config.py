@@ -424,8 +424,8 @@ def test_a_source_may_be_a_local_folder_set_by_the_environment(conf_dir):
      r"gold/trips_features \(did you mean 'trip_duration_min'\?\)"),
     (("split: {train: 0.7,", "split: {train: 0.8,"), r"key 'models.tips.split' fractions must be positive and sum to 1"),
     (("dataset: trips", "dataset: taxis"), r"key 'models.tips.dataset' names unknown dataset 'taxis'"),
-    (("maxDepth: [3, 5]", "maxDepth: []"), r"key 'models.tips.grid.maxDepth' must be a non-empty list"),
-    (("algorithm: gbt", "algorithm: svm"), r"key 'models.tips.algorithm' must be one of"),
+    (("regParam: [0.003, 0.03]", "regParam: []"), r"key 'models.tips.grid.regParam' must be a non-empty list"),
+    (("algorithm: logistic_regression", "algorithm: svm"), r"key 'models.tips.algorithm' must be one of"),
     (("folds: 3", "folds: 1"), r"key 'models.tips.folds' must be at least 2, got 1"),
 ])
 def test_model_config_mistakes_are_one_line(conf_dir, change, message):
@@ -438,10 +438,19 @@ def test_model_config_mistakes_are_one_line(conf_dir, change, message):
 
 
 def test_a_grid_parameter_the_classifier_lacks_is_found_before_spark(conf_dir):
-    from strata.config import check_model_grid
+    """By train (--model) and by the pipeline, which trains every model of its datasets."""
+    import argparse
+
+    from strata import preflight
     path = conf_dir / "models" / "tips.yaml"
-    path.write_text(path.read_text().replace("maxDepth: [3, 5]", "maxDepht: [3, 5]"))
+    path.write_text(path.read_text().replace("regParam: [0.003, 0.03]", "regParm: [0.003, 0.03]"))
     config = load_config("local", conf_dir, environ={})  # loading does not import pyspark.ml
-    with pytest.raises(ConfigError, match=r"key 'models.tips.grid.maxDepht' is not a parameter of gbt "
-                                          r"\(did you mean 'maxDepth'\?\)"):
-        check_model_grid(config, "tips")
+    message = r"key 'models.tips.grid.regParm' is not a parameter of logistic_regression \(did you mean 'regParam'\?\)"
+    with pytest.raises(ConfigError, match=message):
+        preflight.check("train", config, argparse.Namespace(model="tips"))
+    with pytest.raises(ConfigError, match=message):
+        preflight.check("pipeline", config, argparse.Namespace(dataset=["trips"]))
+    assert preflight.models("pipeline", config, argparse.Namespace(dataset=["trips"])) == ["tips"]
+    no_training = load_config("local", conf_dir, environ={"STRATA_PIPELINE__TRAIN": "false"})
+    assert preflight.models("pipeline", no_training, argparse.Namespace(dataset=["trips"])) == []
+    assert preflight.models("gold", config, argparse.Namespace(dataset="trips")) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 import mlflow
 import numpy as np
@@ -72,10 +73,11 @@ def gold_rows(spark, n, seed, first_id=0, learnable=True, label_share=None):
         label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     else:
         label = (rng.random(n) < (label_share or 0.4)).astype(int)
-    rows = [(f"t{first_id + i:06d}", dt.date(2024, 1, 1 + i % 7), float(minutes[i]), float(distance[i]),
+    rows = [(f"t{first_id + i:06d}", dt.date(2024, 1, 1 + i % 7), Decimal(f"{minutes[i]:.2f}"), float(distance[i]),
              float(distance[i] / max(minutes[i], 0.1) * 60), float(fare[i]), float(per_mile[i]), int(hour[i]),
              int(1 + i % 7), 132, 138, 1, 1, 1, int(label[i])) for i in range(n)]
-    schema = ("trip_id string, event_date date, trip_duration_min double, trip_distance double, speed_mph double, "
+    # the types of the real gold table (trip_duration_min is a decimal there)
+    schema = ("trip_id string, event_date date, trip_duration_min decimal(24,2), trip_distance double, speed_mph double, "
               "fare_amount double, fare_per_mile double, pickup_hour int, pickup_weekday int, pickup_zone int, "
               "dropoff_zone int, passenger_count int, payment_type int, rate_code int, label int")
     return spark.createDataFrame(rows, schema)
@@ -142,6 +144,21 @@ def test_the_champion_loaded_from_the_registry_reproduces_the_logged_test_metric
     scored = model.transform(test).select("trip_id", "label", vector_to_array("probability")[1].alias("score"))
     metrics = evaluate.binary_metrics(scored, "label", "score", counts["threshold"], 1.0)
     assert metrics["pr_auc"] == pytest.approx(mlflow.get_run(counts["mlflow_run_id"]).data.metrics["test_pr_auc"], abs=1e-9)
+
+
+def test_the_pipeline_finds_a_version_gated_on_this_table_version_and_config(first, project, spark):
+    """What keeps a re-run of the pipeline from training again, and a changed config or new data
+    from being taken for done."""
+    import dataclasses
+
+    from strata.tracking import Tracking
+
+    counts, ctx = first
+    model = ctx.config.model("tiny")
+    tracking = Tracking.connect(ctx.config.mlflow)
+    assert train.gated_version(tracking, model, 0) == counts["model_version"]
+    assert train.gated_version(tracking, model, 1) is None
+    assert train.gated_version(tracking, dataclasses.replace(model, seed=12), 0) is None
 
 
 def test_retraining_at_a_pinned_version_gives_the_same_splits_and_metrics(first, project, spark):

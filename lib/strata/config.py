@@ -259,6 +259,12 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    # After a dataset's stages, train each model of conf/models/ on it (strata.jobs.pipeline).
+    train: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     project_root: str
@@ -269,6 +275,7 @@ class Config:
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -279,6 +286,10 @@ class Config:
         if name not in self.models:
             raise ConfigError(f"unknown model '{name}'; configured: {sorted(self.models)}")
         return self.models[name]
+
+    def models_of(self, dataset: str) -> list[ModelConfig]:
+        """The models trained on the dataset's gold features, by name."""
+        return [self.models[name] for name in sorted(self.models) if self.models[name].dataset == dataset]
 
 
 def default_conf_dir() -> Path:

@@ -6,7 +6,8 @@ runner.run calls check(job, config, args) for every job; jobs that gate nothing 
 A job's suites follow the gated outputs of its stage (strata.stages): ingest gates
 bronze/<dataset>; silver gates silver/<dataset>; gold gates gold/<dataset>_features and
 gold/<analysis name>; pipeline runs every stage for each of its datasets. With quality.gates off,
-only the stages gated always (ingest's bronze gate) need their suites.
+only the stages gated always (ingest's bronze gate) need their suites. A job that trains checks
+its models' grids too.
 """
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
     declared = stages.STAGES if job == "pipeline" else tuple(s for s in [stages.stage(job)] if s)
     if not declared:
         return []
-    selected = getattr(args, "dataset", None)
-    names = [selected] if isinstance(selected, str) else (selected or sorted(config.datasets))
     wanted: list[tuple[str, str]] = []
-    for name in names:
+    for name in _datasets(config, args):
         dataset = config.dataset(name)  # an unknown dataset is a ConfigError here, before Spark
         for stage in stages.in_order(dataset, declared):
             if stage.always_gated or config.quality.gates:
@@ -33,12 +32,27 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
     return wanted
 
 
+def models(job: str, config: Config, args: argparse.Namespace) -> list[str]:
+    """The models `job` will train: its --model, or for the pipeline (with pipeline.train) every
+    model of its datasets."""
+    if isinstance(getattr(args, "model", None), str):
+        return [args.model]
+    if job != "pipeline" or not config.pipeline.train:
+        return []
+    return [m.name for name in _datasets(config, args) for m in config.models_of(name)]
+
+
+def _datasets(config: Config, args: argparse.Namespace) -> list[str]:
+    selected = getattr(args, "dataset", None)
+    return [selected] if isinstance(selected, str) else (selected or sorted(config.datasets))
+
+
 def check(job: str, config: Config, args: argparse.Namespace) -> None:
     """Load every suite the job will use; strata.quality.SuiteError (one line naming the file)
     for the first that cannot be used."""
-    if isinstance(getattr(args, "model", None), str):
-        from strata.config import check_model_grid
-        check_model_grid(config, args.model)
+    from strata.config import check_model_grid
+    for model in models(job, config, args):
+        check_model_grid(config, model)
     wanted = suites(job, config, args)
     if not wanted:
         return

@@ -2,7 +2,7 @@
 
 Starts the local S3 endpoint when the environment asks for one (s3.embedded), runs each step as
 its own spark-submit, stops at the first failure with that step's exit code, and ends with one
-JSON line covering every table the steps wrote.
+JSON line covering every table the steps wrote and every model the pipeline trained.
 """
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ def run_step(job: str, env: str, args: list[str], environ: dict[str, str]) -> tu
         return code or 1, {"job": job, "status": "failed", "error": "no summary line"}
 
 
+def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model the pipeline trained (or skipped): version, metric interval and the gate's decision."""
+    models = {}
+    for key, counts in (result.get("stages") or {}).items():
+        if ".train." not in key:
+            continue
+        promotion = counts.get("promotion") or {}
+        models[key.rsplit(".", 1)[1]] = {
+            k: v for k, v in {"skipped": counts.get("skipped"), "version": counts.get("model_version"),
+                              "metric": promotion.get("metric"), "interval": counts.get("interval"),
+                              "zero_rule": promotion.get("zero_rule"), "promoted": promotion.get("promoted"),
+                              "reason": promotion.get("reason"), "error": counts.get("error")}.items()
+            if v is not None}
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Strata demo pipeline.")
     parser.add_argument("--env", default="local")
@@ -80,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     summary: dict[str, Any] = {"job": "demo", "env": args.env, "run_date": args.run_date,
-                               "status": "ok", "steps": [], "tables": {}}
+                               "status": "ok", "steps": [], "tables": {}, "models": {}}
     code = 0
     with s3_endpoint(config.s3.embedded, config.s3.endpoint_url) as endpoint:
         environ = dict(os.environ)
@@ -92,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             code, result = run_step(job, args.env, job_args, environ)
             summary["steps"].append({"job": job, "status": result.get("status"), "run_id": result.get("run_id")})
             summary["tables"].update(result.get("tables", {}))
+            summary["models"].update(trained_models(result))
             if code != 0:
                 summary.update(status=result.get("status", "failed"), error=result.get("error"))
                 break

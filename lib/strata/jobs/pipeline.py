@@ -1,24 +1,28 @@
 """Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
-Spark application, in the order their inputs and outputs give. Stops at the first stage that
-fails; the job then exits with that stage's code (2 for a blocking gate, 1 otherwise).
+Spark application, in the order their inputs and outputs give, then (with pipeline.train) the
+train job for each model of the dataset. Stops at the first stage that fails; the job then exits
+with that stage's code (2 for a blocking gate, 1 otherwise).
 
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after the last change to its inputs: a re-run with nothing new
 changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
-skipped."""
+skipped. A model is not trained again when the registry has a version trained and gated on the
+current features table version with the same config."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
 import importlib
+from typing import Callable
 
-from strata import stages
-from strata.config import DatasetConfig
+from strata import catalog, stages
+from strata.config import DatasetConfig, ModelConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import Lake, TableSpec
 from strata.runner import JobContext
 from strata.runs import last_failure, record_failure
+from strata.tracking import Tracking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,31 +63,62 @@ def run_status(exc: BaseException) -> str:
     return "blocked" if isinstance(exc, QualityGateBlocked) else "failed"
 
 
+def step_context(ctx: JobContext, job: str, **args) -> JobContext:
+    """A stage's context: it commits under its own job name, all under the pipeline's run id."""
+    return dataclasses.replace(ctx, job=job, tables={}, _lake=None, args=argparse.Namespace(**{**vars(ctx.args), **args}))
+
+
+def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body: Callable[[], dict]) -> dict:
+    """body()'s counts, in the pipeline's results under key whatever the outcome; a failure is
+    recorded in ops.failed_runs (so the stage is never skipped for the date) and raised."""
+    results = ctx.counts["stages"]
+    try:
+        results[key] = body()
+        return results[key]
+    except Exception as exc:
+        results[key] = {**step_ctx.counts, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        record_failure(step_ctx.lake, dataset, step_ctx.job, ctx.run_date, ctx.run_id, run_status(exc), str(exc))
+        raise
+    finally:
+        ctx.tables.update(step_ctx.tables)
+
+
+def train_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
+    """Trains the model unless a version was already trained and gated on the current features
+    table version with the current config (a re-run with nothing new trains nothing)."""
+    from strata.jobs import train
+
+    table = catalog.features(ctx.config.dataset(model.dataset))
+    if ctx.lake.exists(table):
+        version = ctx.lake.version(table)
+        trained = train.gated_version(Tracking.connect(ctx.config.mlflow), model, version)
+        if trained is not None:
+            return {"model": model.name, "skipped": f"version {trained} was trained and gated on "
+                                                    f"{table.qualified_name} version {version} with this config"}
+    return train.run(ctx)
+
+
 def run(ctx: JobContext) -> dict:
     datasets = ctx.args.dataset or sorted(ctx.config.datasets)
-    results: dict[str, dict] = ctx.counts.setdefault("stages", {})
+    ctx.counts.setdefault("stages", {})
     ctx.counts["datasets"] = datasets
     for name in datasets:
         dataset = ctx.config.dataset(name)
         done: dict[str, dict] = {}
         for stage in stages.in_order(dataset):
-            # Each stage commits under its own job name, all under the pipeline's run id.
-            stage_ctx = dataclasses.replace(ctx, job=stage.job, tables={}, _lake=None,
-                                            args=argparse.Namespace(**{**vars(ctx.args), "dataset": name}))
-            try:
+            stage_ctx = step_context(ctx, stage.job, dataset=name)
+
+            def body(stage=stage, stage_ctx=stage_ctx) -> dict:
                 if can_skip(stage_ctx, dataset, stage, done):
-                    done[stage.job] = {"skipped": "no new data and already completed for this run date"}
                     stage_ctx.record_table(stage.outputs(dataset)[0])
-                else:
-                    body = importlib.import_module(f"strata.jobs.{stage.job}").run
-                    try:
-                        done[stage.job] = body(stage_ctx)
-                    except Exception as exc:
-                        done[stage.job] = {**stage_ctx.counts, "error": f"{type(exc).__name__}: {exc}"[:500]}
-                        record_failure(stage_ctx.lake, name, stage.job, ctx.run_date, ctx.run_id, run_status(exc),
-                                       str(exc))
-                        raise
-            finally:
-                results.update({f"{name}.{job}": counts for job, counts in done.items()})
-                ctx.tables.update(stage_ctx.tables)
-    return {"datasets": datasets, "stages": results}
+                    return {"skipped": "no new data and already completed for this run date"}
+                return importlib.import_module(f"strata.jobs.{stage.job}").run(stage_ctx)
+
+            done[stage.job] = run_step(ctx, stage_ctx, name, f"{name}.{stage.job}", body)
+        if ctx.config.pipeline.train:
+            for model in ctx.config.models_of(name):
+                train_ctx = step_context(ctx, "train", dataset=name, model=model.name, table_version=None,
+                                         no_promote=False)
+                run_step(ctx, train_ctx, name, f"{name}.train.{model.name}",
+                         lambda model=model, train_ctx=train_ctx: train_unless_done(train_ctx, model))
+    return {"datasets": datasets, "stages": ctx.counts["stages"]}

@@ -27,6 +27,8 @@ does not exist, an unreachable tracking store) is one line, exit 1, and no regis
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -267,8 +269,11 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
             classifier.setThreshold(threshold)  # its threshold and thresholds must agree
         else:
             classifier.setThresholds([1 - threshold, threshold])  # class 1 when p1 / t > p0 / (1 - t)
+        # Numeric features as doubles: the pipeline casts them itself, and a signature has no
+        # decimal type (gold keeps some columns decimal).
         example_rows = (ctx.lake.read(table, version=version).where(F.col(LABEL).isNotNull())
-                        .select(*_features(model)).limit(5).cache())
+                        .select(*[F.col(c).cast("double").alias(c) for c in model.numeric_features],
+                                *model.categorical_features).limit(5).cache())
         example = example_rows.toPandas()
         signature = infer_signature(example, outcome["model"].transform(example_rows).select("prediction").toPandas())
         example_rows.unpersist()
@@ -279,6 +284,7 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
         registered = info.registered_model_version
         tracking.client.set_model_version_tag(model.name, str(registered), "threshold", str(outcome["threshold"]))
         tracking.client.set_model_version_tag(model.name, str(registered), "table_version", str(version))
+        tracking.client.set_model_version_tag(model.name, str(registered), "config_digest", config_digest(model))
         tracking.set_alias(model.name, CHALLENGER, registered)
         return {"run_id": run.info.run_id, "version": str(registered)}
 
@@ -317,6 +323,24 @@ def _excluded_upstream(ctx: JobContext, dataset: DatasetConfig) -> list[str]:
                    .groupBy("rule").count().orderBy(F.desc("count")).collect())
         lines += [f"- `{table.qualified_name}`: {r['count']:,} row(s): {r.rule}" for r in reasons]
     return lines
+
+
+def config_digest(model: ModelConfig) -> str:
+    """A digest of everything in the model's config: a changed config is a new model to train."""
+    text = json.dumps(dataclasses.asdict(model), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def gated_version(tracking: Tracking, model: ModelConfig, table_version: int) -> str | None:
+    """The registered version trained on this features table version with this config whose
+    promotion the gate decided (a run that died before the gate does not count), or None."""
+    digest = config_digest(model)
+    for version in tracking.client.search_model_versions(f"name='{model.name}'"):
+        tags = version.tags or {}
+        if (tags.get("table_version") == str(table_version) and tags.get("config_digest") == digest
+                and "promotion" in tags):
+            return str(version.version)
+    return None
 
 
 # --- promotion ----------------------------------------------------------------------------------
