@@ -237,3 +237,26 @@ def test_a_missing_table_version_and_an_unreachable_store_are_one_line(first, pr
     with pytest.raises(TrackingError, match=r"^cannot use the MLflow tracking store http://127.0.0.1:9: .*Connection refused"):
         train.run(context(spark, project, tracking="http://127.0.0.1:9"))
     assert versions(project) == before
+
+
+def test_the_gate_still_compares_once_the_champions_table_version_is_vacuumed(first, project, spark):
+    """The rows each run learnt from are kept by run id (ml.tiny_learnt_rows): once maintain has
+    vacuumed the champion's features version, the gate still leaves exactly those rows out
+    (rebuilding the split by time travel would fail, and no challenger could be promoted again)."""
+    counts, ctx = first
+    table = features_table(ctx)
+    fractions = {"train": 0.6, "validation": 0.2, "test": 0.2}
+    learnt = {r.trip_id for r in stratified_split(ctx.lake.read(table, version=0), "label", ["trip_id"], fractions, 11)
+              .where("split != 'test'").select("trip_id").collect()}
+    ctx.lake.overwrite(table, gold_rows(spark, 1500, seed=1).unionByName(gold_rows(spark, 400, seed=6, first_id=30_000)))
+    ctx.lake.vacuum(table, retention_hours=0, orphan_grace_hours=0)
+    with pytest.raises(Exception):
+        ctx.lake.read(table, version=0).count()  # the champion's table version is gone
+
+    later = train.run(context(spark, project))
+    comparison = later["promotion"]["comparison"]
+    assert "error" not in comparison, comparison
+    assert comparison["learnt_from"] == "ml.tiny_learnt_rows" and later["promotion"]["champion"] == counts["model_version"]
+    challenger_test = {r.trip_id for r in stratified_split(ctx.lake.read(table), "label", ["trip_id"], fractions, 11)
+                       .where("split = 'test'").select("trip_id").collect()}
+    assert challenger_test & learnt and comparison["rows"] == len(challenger_test - learnt)

@@ -115,6 +115,15 @@ def dataset_tables(dataset: DatasetConfig) -> dict[str, TableSpec]:
     return tables
 
 
+# --- a model's tables ---------------------------------------------------------------------------
+
+def learnt_rows(model: str) -> TableSpec:
+    """The rows each training run of the model trained or tuned on (keys, group, split), by MLflow
+    run id: what the promotion gate excludes when it compares with that run's model. Appended
+    only, so it outlives vacuums of the features table's old versions."""
+    return TableSpec("ml", f"{model}_learnt_rows", partition_by=("mlflow_run_id",))
+
+
 def suite_name(table: TableSpec) -> tuple[str, str]:
     """(layer, name) of the table's suite: expectations/<layer>/<name>.json."""
     if table.layer not in GATED_LAYERS:

@@ -45,7 +45,7 @@ from strata.tracking import CHALLENGER, CHAMPION, Tracking
 
 log = logging.getLogger(__name__)
 
-LABEL, SCORE, SPLIT, FOLD, WEIGHT = "label", "score", "split", "fold", "weight"
+LABEL, SCORE, SPLIT, FOLD, WEIGHT, GROUP = "label", "score", "split", "fold", "weight", "split_group"
 
 
 class TrainingDataError(ValueError):
@@ -186,6 +186,7 @@ def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelCo
         "validation_f_beta": validation_fbeta, "metrics": metrics, "interval": interval,
         "zero_rule": zero, "tuning": tuning, "class_weights": weights,
         "split_counts": split_counts(splits, LABEL, SPLIT),
+        "learnt": splits.where(F.col(SPLIT) != "test").select(*keys, _group_value(model), SPLIT),
         "calibration": evaluate.calibration(test_scored, LABEL, SCORE),
         "importances": estimators.feature_importances(fitted, model),
     }
@@ -195,6 +196,11 @@ def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelCo
             scored(baseline, test), LABEL, SCORE, base_threshold, model.beta)}
     lap("baselines")
     return outcome
+
+
+def _group_value(model: ModelConfig):
+    """The row's split group as a string (null without split.group): one schema for every config."""
+    return (F.col(model.split.group).cast("string") if model.split.group else F.lit(None).cast("string")).alias(GROUP)
 
 
 def _positive_rate(rows: DataFrame) -> float:
@@ -262,6 +268,12 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
             (folder / "datasheet.md").write_text(datasheet(ctx, dataset, model, table, version, outcome))
             (folder / "tuning.json").write_text(json.dumps(outcome["tuning"], indent=2, default=str))
             mlflow.log_artifacts(str(folder))
+
+        # Before the model is registered: a version whose learnt rows were not kept falls back to
+        # rebuilding its split by time travel (compare_with_champion).
+        learnt = catalog.learnt_rows(model.name)
+        ctx.lake.append(learnt, outcome["learnt"].withColumn("mlflow_run_id", F.lit(run.info.run_id)))
+        mlflow.set_tag("strata.learnt_rows", learnt.qualified_name)
 
         # The registered model predicts at the tuned threshold, not at 0.5.
         classifier, threshold = outcome["model"].stages[-1], outcome["threshold"]
@@ -417,20 +429,28 @@ def _compare_with_champion(ctx: JobContext, dataset: DatasetConfig, model: Model
     except (KeyError, ValueError) as exc:
         return {"error": f"champion {champion.version}'s run lacks its split parameters ({exc}): not compared, not promoted"}
     table = catalog.features(dataset)
-    try:
-        champion_rows = ctx.lake.read(table, version=champion_version).where(F.col(LABEL).isNotNull())
-        columns = [*dataset.keys, LABEL] + ([group] if group else [])
-        # by group when the champion split by group: a group it trained on is seen in every row
-        seen_by = [group] if group else dataset.keys
-        learnt = (stratified_split(champion_rows.select(*columns).withColumn(LABEL, F.col(LABEL).cast("int")),
-                                   LABEL, dataset.keys, fractions, seed, group=group, column=SPLIT)
-                  .where(F.col(SPLIT) != "test").select(*seen_by).distinct())
-    except Exception as exc:  # noqa: BLE001 - e.g. that version vacuumed: the comparison would leak
-        return {"error": f"cannot rebuild champion {champion.version}'s split from {table.qualified_name} version "
-                         f"{champion_version}: {str(exc).strip().splitlines()[0]}; not promoted"}
+    # by group when the champion split by group: a group it trained on is seen in every row
+    seen_by = [GROUP] if group else dataset.keys
+    learnt = _kept_learnt_rows(ctx, model, run.info.run_id, seen_by)
+    learnt_from = catalog.learnt_rows(model.name).qualified_name
+    if learnt is None:
+        learnt_from = f"{table.qualified_name} version {champion_version} (split rebuilt)"
+        try:
+            champion_rows = ctx.lake.read(table, version=champion_version).where(F.col(LABEL).isNotNull())
+            columns = [*dataset.keys, LABEL] + ([group] if group else [])
+            learnt = (stratified_split(champion_rows.select(*columns).withColumn(LABEL, F.col(LABEL).cast("int")),
+                                       LABEL, dataset.keys, fractions, seed, group=group, column=SPLIT)
+                      .where(F.col(SPLIT) != "test")
+                      .select(*([F.col(group).cast("string").alias(GROUP)] if group else dataset.keys)).distinct())
+        except Exception as exc:  # noqa: BLE001 - e.g. that version vacuumed: the comparison would leak
+            return {"error": f"champion {champion.version}'s learnt rows were not kept and its split cannot be rebuilt "
+                             f"from {table.qualified_name} version {champion_version}: "
+                             f"{str(exc).strip().splitlines()[0]}; not promoted"}
     # every gold column: the champion may use features the current config no longer names
     gold = ctx.lake.read(table, version=outcome["table_version"]).drop(LABEL)
     test = outcome["test_scored"].withColumnRenamed(SCORE, "challenger_score").join(gold, dataset.keys)
+    if group:
+        test = test.withColumn(GROUP, F.col(group).cast("string"))
     unseen = test.join(learnt, seen_by, "left_anti")
     champion_model = mlflow.spark.load_model(f"models:/{model.name}/{champion.version}")
     both = estimators.positive_probability(champion_model.transform(unseen), out="champion_score") \
@@ -444,4 +464,15 @@ def _compare_with_champion(ctx: JobContext, dataset: DatasetConfig, model: Model
             replicates=model.bootstrap_replicates, seed=model.seed)
     finally:
         both.unpersist()
-    return {**difference, "rows": rows, "champion_table_version": champion_version}
+    return {**difference, "rows": rows, "champion_table_version": champion_version, "learnt_from": learnt_from}
+
+
+def _kept_learnt_rows(ctx: JobContext, model: ModelConfig, run_id: str, seen_by: list[str]) -> DataFrame | None:
+    """The champion run's learnt rows as train kept them (distinct seen_by values), None if not kept."""
+    table = catalog.learnt_rows(model.name)
+    if not ctx.lake.exists(table):
+        return None
+    rows = ctx.lake.read(table).where(F.col("mlflow_run_id") == run_id)
+    if rows.limit(1).count() == 0:
+        return None
+    return rows.select(*seen_by).distinct()
