@@ -451,6 +451,6 @@ def test_a_grid_parameter_the_classifier_lacks_is_found_before_spark(conf_dir):
     with pytest.raises(ConfigError, match=message):
         preflight.check("pipeline", config, argparse.Namespace(dataset=["trips"]))
     assert preflight.models("pipeline", config, argparse.Namespace(dataset=["trips"])) == ["tips"]
-    no_training = load_config("local", conf_dir, environ={"STRATA_PIPELINE__TRAIN": "false"})
+    no_training = load_config("local", conf_dir, environ={"STRATA_PIPELINE__MODELS": "false"})
     assert preflight.models("pipeline", no_training, argparse.Namespace(dataset=["trips"])) == []
     assert preflight.models("gold", config, argparse.Namespace(dataset="trips")) == []

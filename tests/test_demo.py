@@ -1,6 +1,6 @@
 """`make demo` end to end, twice, on a lake, registry and Data Docs of its own: the first run
-ingests, refines, trains and promotes the demo model; the second, with no new data, changes no
-table and trains nothing."""
+ingests, refines, trains and promotes the demo model and scores with it; the second, with no new
+data, changes no table, trains nothing and scores nothing."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ def demo(env: dict[str, str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_make_demo_trains_and_promotes_once_and_a_second_run_changes_nothing(tmp_path):
+def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_nothing(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "STRATA_LAKE__ROOT": str(tmp_path / "lake"),
            "STRATA_MLFLOW__TRACKING_URI": store, "STRATA_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
@@ -36,6 +36,10 @@ def test_make_demo_trains_and_promotes_once_and_a_second_run_changes_nothing(tmp
     assert tips["version"] == "1" and tips["promoted"] is True, tips
     # the generator makes tips learnable: the whole interval is clear of the majority-class rule
     assert tips["interval"]["low"] > tips["zero_rule"] + 0.05, tips
+    # the champion scored every gold features row of the run date
+    features, predictions = first["tables"]["gold.trips_features"], first["tables"]["gold.tips_predictions"]
+    assert tips["predict"]["champion_version"] == "1" and predictions["rows"] == features["rows"] > 0
+    assert tips["predict"]["predictions"] == {"rows": features["rows"], "quarantined": 0}
     mlflow.set_tracking_uri(store)
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("tips", "champion").version) == "1"
@@ -43,6 +47,7 @@ def test_make_demo_trains_and_promotes_once_and_a_second_run_changes_nothing(tmp
     second = demo(env)
     assert second["status"] == "ok"
     assert second["models"]["tips"]["skipped"].startswith("version 1 was trained and gated on gold.trips_features")
+    assert second["models"]["tips"]["predict"]["skipped"].startswith("already scored")
     assert [str(v.version) for v in client.search_model_versions("name='tips'")] == ["1"]
     # nothing new: every table at the version and row count the first run left (read back by deltalake)
     for name, table in first["tables"].items():

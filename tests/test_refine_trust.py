@@ -217,7 +217,7 @@ def test_the_pipeline_never_skips_a_stage_whose_last_run_failed(spark, tmp_path,
 
     def pipeline_stages(**overrides):
         # the data stages only: training is test_demo's
-        ctx = job_context(lake.spark, "pipeline", None, D1, {**lake.environ, "STRATA_PIPELINE__TRAIN": "false", **overrides})
+        ctx = job_context(lake.spark, "pipeline", None, D1, {**lake.environ, "STRATA_PIPELINE__MODELS": "false", **overrides})
         ctx.args.dataset = ["trips"]
         return pipeline.run(ctx)["stages"]
 

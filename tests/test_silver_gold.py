@@ -226,7 +226,7 @@ def test_second_dataset_runs_end_to_end_with_config_only(spark, environ, tmp_pat
 def test_pipeline_through_spark_submit_exit_codes(tmp_path, demo, environ):
     """Exit 2 when a gate blocks (bronze published, silver not), then exit 0 on the same lake once
     the rule is gone: the blocked stage runs again and the pipeline publishes every table."""
-    env = {**os.environ, **environ, "STRATA_PIPELINE__TRAIN": "false"}  # the data stages' codes (train: test_demo)
+    env = {**os.environ, **environ, "STRATA_PIPELINE__MODELS": "false"}  # the data stages' codes (train: test_demo)
     args = [str(REPO / "spark-submit.sh"), "pipeline", "--env", "local", "--dataset", "trips",
             "--run-date", RUN_DATE.isoformat()]
     strict = {**env, "STRATA_EXPECTATIONS_DIR": str(strict_expectations(tmp_path, {

@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import uuid
-from decimal import Decimal
 
 import mlflow
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 from pyspark.ml.functions import vector_to_array
@@ -24,21 +22,9 @@ from strata.runner import JobContext
 from strata.tracking import TrackingError
 
 from conftest import REPO
+from ml_data import TINY_MODEL, gold_rows
 
 RUN_DATE = dt.date(2024, 1, 8)
-MODEL = """dataset: trips
-algorithm: logistic_regression
-numeric_features: [fare_per_mile, trip_distance, trip_duration_min]
-categorical_features: [pickup_hour]
-grid: {regParam: [0.01], maxIter: [15]}
-split: {train: 0.6, validation: 0.2, test: 0.2}
-seed: 11
-folds: 2
-parallelism: 2
-bootstrap_replicates: 60
-baseline_features: [trip_distance]
-promotion: {tolerance: 0.02, baseline_margin: 0.02}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def project(tmp_path_factory):
     import shutil
     root = tmp_path_factory.mktemp("train")
     shutil.copytree(REPO / "conf", root / "conf")
-    (root / "conf" / "models" / "tiny.yaml").write_text(MODEL)
+    (root / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
     return root
 
 
@@ -57,30 +43,6 @@ def context(spark, project, *, model="tiny", table_version=None, no_promote=Fals
     config = load_config("local", project / "conf", environ=environ)
     args = argparse.Namespace(model=model, table_version=table_version, no_promote=no_promote)
     return JobContext("train", "local", uuid.uuid4().hex[:12], RUN_DATE, config, args, _spark=spark)
-
-
-def gold_rows(spark, n, seed, first_id=0, learnable=True, label_share=None):
-    """Gold feature rows of trips: tips follow fare per mile and the evening hours (learnable), or
-    are drawn independently of every feature."""
-    rng = np.random.default_rng(seed)
-    distance = rng.gamma(2.0, 1.5, n).round(2)
-    minutes = (distance * rng.uniform(2.5, 5.0, n) + 2).round(2)
-    fare = (3 + 2.5 * distance + 0.4 * minutes + rng.normal(0, 1, n)).round(2)
-    hour = rng.integers(0, 24, n)
-    per_mile = (fare / np.maximum(distance, 0.1)).round(2)
-    if learnable:
-        logit = -2.0 + 0.35 * per_mile + 1.2 * (hour >= 18) - 0.3 * distance
-        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    else:
-        label = (rng.random(n) < (label_share or 0.4)).astype(int)
-    rows = [(f"t{first_id + i:06d}", dt.date(2024, 1, 1 + i % 7), Decimal(f"{minutes[i]:.2f}"), float(distance[i]),
-             float(distance[i] / max(minutes[i], 0.1) * 60), float(fare[i]), float(per_mile[i]), int(hour[i]),
-             int(1 + i % 7), 132, 138, 1, 1, 1, int(label[i])) for i in range(n)]
-    # the types of the real gold table (trip_duration_min is a decimal there)
-    schema = ("trip_id string, event_date date, trip_duration_min decimal(24,2), trip_distance double, speed_mph double, "
-              "fare_amount double, fare_per_mile double, pickup_hour int, pickup_weekday int, pickup_zone int, "
-              "dropoff_zone int, passenger_count int, payment_type int, rate_code int, label int")
-    return spark.createDataFrame(rows, schema)
 
 
 def features_table(ctx):
@@ -182,11 +144,11 @@ def test_a_worse_challenger_is_compared_on_rows_the_champion_never_learnt_from_a
         gold_rows(spark, 500, seed=3, first_id=20_000, learnable=False))
     ctx.lake.overwrite(features_table(ctx), rows)
     version = ctx.lake.version(features_table(ctx))
-    (project / "conf" / "models" / "tiny.yaml").write_text(MODEL.replace("seed: 11", "seed: 5"))
+    (project / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL.replace("seed: 11", "seed: 5"))
     try:
         counts = train.run(context(spark, project))
     finally:
-        (project / "conf" / "models" / "tiny.yaml").write_text(MODEL)
+        (project / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
     promotion = counts["promotion"]
     assert promotion["promoted"] is False and promotion["champion"] == "1"
     assert alias(project, "tiny", "champion") == "1" and alias(project, "tiny", "challenger") == counts["model_version"]
@@ -205,7 +167,7 @@ def test_a_worse_challenger_is_compared_on_rows_the_champion_never_learnt_from_a
 def test_a_first_model_on_random_labels_never_becomes_champion(spark, tmp_path):
     import shutil
     shutil.copytree(REPO / "conf", tmp_path / "conf")
-    (tmp_path / "conf" / "models" / "tiny.yaml").write_text(MODEL)
+    (tmp_path / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
     ctx = context(spark, tmp_path)
     ctx.lake.overwrite(features_table(ctx), gold_rows(spark, 800, seed=9, learnable=False))
     counts = train.run(ctx)
@@ -222,7 +184,7 @@ def test_a_first_model_on_random_labels_never_becomes_champion(spark, tmp_path):
 def test_data_that_cannot_train_is_one_line_and_changes_no_registry(spark, tmp_path, rows, message):
     import shutil
     shutil.copytree(REPO / "conf", tmp_path / "conf")
-    (tmp_path / "conf" / "models" / "tiny.yaml").write_text(MODEL)
+    (tmp_path / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
     ctx = context(spark, tmp_path)
     ctx.lake.overwrite(features_table(ctx), rows(spark))
     with pytest.raises(train.TrainingDataError, match=message):
@@ -253,10 +215,14 @@ def test_the_gate_still_compares_once_the_champions_table_version_is_vacuumed(fi
     with pytest.raises(Exception):
         ctx.lake.read(table, version=0).count()  # the champion's table version is gone
 
-    later = train.run(context(spark, project))
+    (project / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL.replace("seed: 11", "seed: 5"))
+    try:
+        later = train.run(context(spark, project))
+    finally:
+        (project / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
     comparison = later["promotion"]["comparison"]
     assert "error" not in comparison, comparison
     assert comparison["learnt_from"] == "ml.tiny_learnt_rows" and later["promotion"]["champion"] == counts["model_version"]
-    challenger_test = {r.trip_id for r in stratified_split(ctx.lake.read(table), "label", ["trip_id"], fractions, 11)
+    challenger_test = {r.trip_id for r in stratified_split(ctx.lake.read(table), "label", ["trip_id"], fractions, 5)
                        .where("split = 'test'").select("trip_id").collect()}
     assert challenger_test & learnt and comparison["rows"] == len(challenger_test - learnt)

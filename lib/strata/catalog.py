@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from strata.config import DatasetConfig
+    from strata.config import DatasetConfig, ModelConfig
 
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 NAME_RULE = "lowercase letters, digits and _, starting with a letter"
@@ -116,6 +116,12 @@ def dataset_tables(dataset: DatasetConfig) -> dict[str, TableSpec]:
 
 
 # --- a model's tables ---------------------------------------------------------------------------
+
+def predictions(model: ModelConfig, dataset: DatasetConfig) -> TableSpec:
+    """The model's batch predictions for the warehouse (predict): one row per key and role
+    (champion, shadow), partitioned like the gold features they score."""
+    return TableSpec("gold", f"{model.name}_predictions", partition_by=tuple(dataset.partition_by))
+
 
 def learnt_rows(model: str) -> TableSpec:
     """The rows each training run of the model trained or tuned on (keys, group, split), by MLflow

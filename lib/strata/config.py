@@ -233,6 +233,8 @@ class ModelConfig:
     # the simple baseline model: logistic regression on these features (numeric ones)
     baseline_features: list[str] = field(default_factory=list)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    # predict also scores a challenger that is not the champion, as role 'shadow'
+    shadow: bool = True
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,8 @@ class MlflowConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    # After a dataset's stages, train each model of conf/models/ on it (strata.jobs.pipeline).
-    train: bool = True
+    # After a dataset's stages, train and predict each model of conf/models/ on it (strata.jobs.pipeline).
+    models: bool = True
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,26 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
     from strata import catalog, stages
 
     declared = stages.STAGES if job == "pipeline" else tuple(s for s in [stages.stage(job)] if s)
-    if not declared:
-        return []
     wanted: list[tuple[str, str]] = []
-    for name in _datasets(config, args):
-        dataset = config.dataset(name)  # an unknown dataset is a ConfigError here, before Spark
-        for stage in stages.in_order(dataset, declared):
-            if stage.always_gated or config.quality.gates:
-                wanted.extend(catalog.suite_name(table) for table in stage.gated(dataset))
+    if declared:
+        for name in _datasets(config, args):
+            dataset = config.dataset(name)  # an unknown dataset is a ConfigError here, before Spark
+            for stage in stages.in_order(dataset, declared):
+                if stage.always_gated or config.quality.gates:
+                    wanted.extend(catalog.suite_name(table) for table in stage.gated(dataset))
+    if config.quality.gates and job in ("predict", "pipeline"):
+        for name in models(job, config, args):
+            model = config.model(name)
+            wanted.append(catalog.suite_name(catalog.predictions(model, config.dataset(model.dataset))))
     return wanted
 
 
 def models(job: str, config: Config, args: argparse.Namespace) -> list[str]:
-    """The models `job` will train: its --model, or for the pipeline (with pipeline.train) every
+    """The models `job` will train: its --model, or for the pipeline (with pipeline.models) every
     model of its datasets."""
     if isinstance(getattr(args, "model", None), str):
         return [args.model]
-    if job != "pipeline" or not config.pipeline.train:
+    if job != "pipeline" or not config.pipeline.models:
         return []
     return [m.name for name in _datasets(config, args) for m in config.models_of(name)]
 

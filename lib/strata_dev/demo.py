@@ -69,18 +69,24 @@ def run_step(job: str, env: str, args: list[str], environ: dict[str, str]) -> tu
 
 
 def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per model the pipeline trained (or skipped): version, metric interval and the gate's decision."""
-    models = {}
+    """Per model the pipeline trained and scored with (or skipped): version, metric interval, the
+    gate's decision and the predictions written."""
+    models: dict[str, dict[str, Any]] = {}
     for key, counts in (result.get("stages") or {}).items():
-        if ".train." not in key:
+        parts = key.split(".")
+        if len(parts) != 3 or parts[1] not in ("train", "predict"):
+            continue
+        model = models.setdefault(parts[2], {})
+        if parts[1] == "predict":
+            model["predict"] = {k: v for k, v in counts.items() if k in (
+                "champion_version", "shadow_version", "rows_scored", "predictions", "skipped", "error")}
             continue
         promotion = counts.get("promotion") or {}
-        models[key.rsplit(".", 1)[1]] = {
-            k: v for k, v in {"skipped": counts.get("skipped"), "version": counts.get("model_version"),
-                              "metric": promotion.get("metric"), "interval": counts.get("interval"),
-                              "zero_rule": promotion.get("zero_rule"), "promoted": promotion.get("promoted"),
-                              "reason": promotion.get("reason"), "error": counts.get("error")}.items()
-            if v is not None}
+        model.update({k: v for k, v in {
+            "skipped": counts.get("skipped"), "version": counts.get("model_version"),
+            "metric": promotion.get("metric"), "interval": counts.get("interval"),
+            "zero_rule": promotion.get("zero_rule"), "promoted": promotion.get("promoted"),
+            "reason": promotion.get("reason"), "error": counts.get("error")}.items() if v is not None})
     return models
 
 

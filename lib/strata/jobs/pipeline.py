@@ -1,13 +1,14 @@
 """Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
-Spark application, in the order their inputs and outputs give, then (with pipeline.train) the
-train job for each model of the dataset. Stops at the first stage that fails; the job then exits
+Spark application, in the order their inputs and outputs give, then (with pipeline.models) the
+train and predict jobs for each model of the dataset. Stops at the first stage that fails; the job then exits
 with that stage's code (2 for a blocking gate, 1 otherwise).
 
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after the last change to its inputs: a re-run with nothing new
 changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
 skipped. A model is not trained again when the registry has a version trained and gated on the
-current features table version with the same config."""
+current features table version with the same config; predict is skipped when it already scored
+the run date after the features' last change with the versions the registry names now."""
 from __future__ import annotations
 
 import argparse
@@ -98,6 +99,25 @@ def train_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     return train.run(ctx)
 
 
+def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
+    """Scores the run date's features unless predict already did after their last change with
+    the versions the registry names now (a promotion since re-scores)."""
+    from strata.jobs import predict
+
+    dataset = ctx.config.dataset(model.dataset)
+    features, table = catalog.features(dataset), catalog.predictions(model, dataset)
+    versions = {role: str(v.version) for role, v in predict.scoring_versions(Tracking.connect(ctx.config.mlflow), model)}
+    if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features):
+        partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
+        scored = {(r.role, r.model_version) for r in ctx.lake.read(table, partitions=partitions)
+                  .select("role", "model_version").distinct().collect()} if partitions else set()
+        if scored == set(versions.items()):
+            ctx.record_table(table)
+            return {"model": model.name, **{f"{role}_version": v for role, v in versions.items()},
+                    "skipped": "already scored after the features' last change by these versions"}
+    return predict.run(ctx)
+
+
 def run(ctx: JobContext) -> dict:
     datasets = ctx.args.dataset or sorted(ctx.config.datasets)
     ctx.counts.setdefault("stages", {})
@@ -115,10 +135,13 @@ def run(ctx: JobContext) -> dict:
                 return importlib.import_module(f"strata.jobs.{stage.job}").run(stage_ctx)
 
             done[stage.job] = run_step(ctx, stage_ctx, name, f"{name}.{stage.job}", body)
-        if ctx.config.pipeline.train:
+        if ctx.config.pipeline.models:
             for model in ctx.config.models_of(name):
                 train_ctx = step_context(ctx, "train", dataset=name, model=model.name, table_version=None,
                                          no_promote=False)
                 run_step(ctx, train_ctx, name, f"{name}.train.{model.name}",
                          lambda model=model, train_ctx=train_ctx: train_unless_done(train_ctx, model))
+                predict_ctx = step_context(ctx, "predict", dataset=name, model=model.name)
+                run_step(ctx, predict_ctx, name, f"{name}.predict.{model.name}",
+                         lambda model=model, predict_ctx=predict_ctx: predict_unless_done(predict_ctx, model))
     return {"datasets": datasets, "stages": ctx.counts["stages"]}
