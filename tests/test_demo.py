@@ -46,7 +46,7 @@ def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_noth
 
     second = demo(env)
     assert second["status"] == "ok"
-    assert second["models"]["tips"]["skipped"].startswith("version 1 was trained and gated on gold.trips_features")
+    assert second["models"]["tips"]["skipped"].startswith("version 1 was trained with this config for 2024-01-01")
     assert second["models"]["tips"]["predict"]["skipped"].startswith("already scored")
     assert [str(v.version) for v in client.search_model_versions("name='tips'")] == ["1"]
     # nothing new: every table at the version and row count the first run left (read back by deltalake)

@@ -108,9 +108,9 @@ def test_the_champion_loaded_from_the_registry_reproduces_the_logged_test_metric
     assert metrics["pr_auc"] == pytest.approx(mlflow.get_run(counts["mlflow_run_id"]).data.metrics["test_pr_auc"], abs=1e-9)
 
 
-def test_the_pipeline_finds_a_version_gated_on_this_table_version_and_config(first, project, spark):
-    """What keeps a re-run of the pipeline from training again, and a changed config or new data
-    from being taken for done."""
+def test_the_pipeline_finds_the_current_version_by_config_and_age(first, project, spark):
+    """What keeps a re-run of the pipeline, or a new day within retrain_after_days, from training
+    again, and a changed config or an old model from being taken for current."""
     import dataclasses
 
     from strata.tracking import Tracking
@@ -118,9 +118,12 @@ def test_the_pipeline_finds_a_version_gated_on_this_table_version_and_config(fir
     counts, ctx = first
     model = ctx.config.model("tiny")
     tracking = Tracking.connect(ctx.config.mlflow)
-    assert train.gated_version(tracking, model, 0) == counts["model_version"]
-    assert train.gated_version(tracking, model, 1) is None
-    assert train.gated_version(tracking, dataclasses.replace(model, seed=12), 0) is None
+    version = counts["model_version"]
+    assert train.current_version(tracking, model, RUN_DATE) == (version, RUN_DATE.isoformat())
+    assert train.current_version(tracking, model, RUN_DATE + dt.timedelta(days=6)) == (version, RUN_DATE.isoformat())
+    assert train.current_version(tracking, model, RUN_DATE - dt.timedelta(days=30)) is not None  # a backfill
+    assert train.current_version(tracking, model, RUN_DATE + dt.timedelta(days=7)) is None
+    assert train.current_version(tracking, dataclasses.replace(model, seed=12), RUN_DATE) is None
 
 
 def test_retraining_at_a_pinned_version_gives_the_same_splits_and_metrics(first, project, spark):

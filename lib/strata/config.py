@@ -235,6 +235,9 @@ class ModelConfig:
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     # predict also scores a challenger that is not the champion, as role 'shadow'
     shadow: bool = True
+    # The pipeline trains the model again once the newest version trained with this config is
+    # this many run days old (new data alone does not retrain it; a changed config does).
+    retrain_after_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -622,6 +625,7 @@ def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig
     if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         fail(("split",), f"fractions must be positive and sum to 1, got {fractions}")
     for part, value, least in (("folds", model.folds, 2), ("parallelism", model.parallelism, 1),
+                               ("retrain_after_days", model.retrain_after_days, 1),
                                ("bootstrap_replicates", model.bootstrap_replicates, 20)):
         if value < least:
             fail((part,), f"must be at least {least}, got {value}")

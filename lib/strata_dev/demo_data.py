@@ -245,16 +245,18 @@ def generate(spec: DemoDataSpec) -> tuple[list[RawObject], Manifest]:
     return sorted(objects, key=lambda o: o.key), manifest
 
 
-def upload(spec: DemoDataSpec, s3_client: Any, bucket: str, prefix: str) -> Manifest:
-    """Generate and put every object under `prefix`; the manifest goes to `_manifests/<prefix>.json`,
-    outside the data prefix so a reader of the prefix never mistakes it for data."""
+def upload(spec: DemoDataSpec, s3_client: Any, bucket: str, prefix: str, day: date | None = None) -> Manifest:
+    """Generate and put every object under `prefix` (only the objects of `day`, when given: a
+    night's delivery); the manifest of all days goes to `_manifests/<prefix>.json`, outside the
+    data prefix so a reader of the prefix never mistakes it for data."""
     prefix = prefix.strip("/")
     if not prefix:
         raise ValueError("prefix must not be empty")
     objects, manifest = generate(spec)
     _ensure_bucket(s3_client, bucket)
     for obj in objects:
-        s3_client.put_object(Bucket=bucket, Key=f"{prefix}/{obj.key}", Body=obj.data)
+        if day is None or obj.key.startswith(f"{day:%Y/%m/%d}/"):
+            s3_client.put_object(Bucket=bucket, Key=f"{prefix}/{obj.key}", Body=obj.data)
     manifest = manifest.with_prefix(prefix)
     s3_client.put_object(Bucket=bucket, Key=manifest_key(prefix), Body=manifest.to_json().encode(),
                          ContentType="application/json")

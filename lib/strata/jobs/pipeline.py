@@ -6,8 +6,8 @@ with that stage's code (2 for a blocking gate, 1 otherwise).
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after the last change to its inputs: a re-run with nothing new
 changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
-skipped. A model is not trained again when the registry has a version trained and gated on the
-current features table version with the same config; predict is skipped when it already scored
+skipped. A model is trained again only once the newest version trained with its config is
+retrain_after_days old (or the config changed); predict is skipped when it already scored
 the run date after the features' last change with the versions the registry names now."""
 from __future__ import annotations
 
@@ -85,17 +85,16 @@ def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body
 
 
 def train_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
-    """Trains the model unless a version was already trained and gated on the current features
-    table version with the current config (a re-run with nothing new trains nothing)."""
+    """Trains the model unless a version trained with the current config was gated less than
+    model.retrain_after_days before the run date (a re-run, or a new day of data within that
+    window, trains nothing)."""
     from strata.jobs import train
 
-    table = catalog.features(ctx.config.dataset(model.dataset))
-    if ctx.lake.exists(table):
-        version = ctx.lake.version(table)
-        trained = train.gated_version(Tracking.connect(ctx.config.mlflow), model, version)
-        if trained is not None:
-            return {"model": model.name, "skipped": f"version {trained} was trained and gated on "
-                                                    f"{table.qualified_name} version {version} with this config"}
+    current = train.current_version(Tracking.connect(ctx.config.mlflow), model, ctx.run_date)
+    if current is not None:
+        version, trained_on = current
+        return {"model": model.name, "skipped": f"version {version} was trained with this config for {trained_on}, "
+                                                f"less than {model.retrain_after_days} day(s) before"}
     return train.run(ctx)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -165,6 +166,7 @@ def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelCo
         fitted, tuning = estimators.cross_validate(train, model, fold_col=FOLD)
         lap("tuning")
         baseline = (estimators.baseline_pipeline(model).fit(train) if model.baseline_features else None)
+        lap("baseline_fit")
     finally:
         train.unpersist()
 
@@ -297,6 +299,7 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
         tracking.client.set_model_version_tag(model.name, str(registered), "threshold", str(outcome["threshold"]))
         tracking.client.set_model_version_tag(model.name, str(registered), "table_version", str(version))
         tracking.client.set_model_version_tag(model.name, str(registered), "config_digest", config_digest(model))
+        tracking.client.set_model_version_tag(model.name, str(registered), "run_date", ctx.run_date.isoformat())
         tracking.set_alias(model.name, CHALLENGER, registered)
         return {"run_id": run.info.run_id, "version": str(registered)}
 
@@ -343,16 +346,21 @@ def config_digest(model: ModelConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def gated_version(tracking: Tracking, model: ModelConfig, table_version: int) -> str | None:
-    """The registered version trained on this features table version with this config whose
-    promotion the gate decided (a run that died before the gate does not count), or None."""
-    digest = config_digest(model)
+def current_version(tracking: Tracking, model: ModelConfig, run_date: dt.date) -> tuple[str, str] | None:
+    """(version, its run date) of the newest registered version trained with this config whose
+    gate decided (a run that died before the gate does not count) and that is less than
+    model.retrain_after_days older than run_date (a backfill of earlier days counts it as
+    current); None when the model is due for training."""
+    digest, newest = config_digest(model), None
     for version in tracking.client.search_model_versions(f"name='{model.name}'"):
         tags = version.tags or {}
-        if (tags.get("table_version") == str(table_version) and tags.get("config_digest") == digest
-                and "promotion" in tags):
-            return str(version.version)
-    return None
+        if tags.get("config_digest") != digest or "promotion" not in tags or "run_date" not in tags:
+            continue
+        trained_on = dt.date.fromisoformat(tags["run_date"])
+        if (run_date - trained_on).days < model.retrain_after_days and \
+                (newest is None or int(version.version) > int(newest[0])):
+            newest = (str(version.version), trained_on.isoformat())
+    return newest
 
 
 # --- promotion ----------------------------------------------------------------------------------
