@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip check
 	@touch $(STAMP)
 
+DAYS ?= 7
 demo: venv
-	$(PY) -m strata_dev.demo --env local
+	$(PY) -m strata_dev.demo --env local --days $(DAYS)
 
 # A local S3 endpoint in the foreground for jobs run by hand with --env local (S3_PORT=0: a free port).
 S3_PORT ?= 0

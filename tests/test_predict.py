@@ -147,6 +147,24 @@ def test_a_distinct_challenger_scores_the_same_rows_in_shadow(spark, project, fi
     assert "shadow_version" not in off and off["predictions"]["rows"] == 1400
 
 
+def test_the_pipeline_scores_again_only_when_the_registry_names_other_versions(spark, project, first_scoring):
+    """The last scoring had shadow off; the registry names champion 1 and challenger 2: the
+    pipeline scores again, with both, then finds the date done."""
+    from strata.jobs import pipeline
+
+    model = context(spark, project, "predict").config.model("tiny")
+    again = pipeline.predict_unless_done(context(spark, project, "predict"), model)
+    assert "skipped" not in again and again["shadow_version"] == "2" and again["predictions"]["rows"] == 2 * 1400
+    done = pipeline.predict_unless_done(context(spark, project, "predict"), model)
+    assert done["skipped"].startswith("already scored") and done["shadow_version"] == "2"
+    # gold's run of a later date changes other partitions: this date stays done
+    later = context(spark, project, "predict", run_date=dt.date(2024, 1, 10))
+    later.lake.overwrite_partitions(features_table(later), gold_rows(spark, 50, seed=8, first_id=80_000)
+                                    .withColumn("event_date", F.lit(dt.date(2024, 1, 10))), [{"event_date": "2024-01-10"}])
+    still = pipeline.predict_unless_done(context(spark, project, "predict"), model)
+    assert still["skipped"].startswith("already scored")
+
+
 def test_the_predictions_gate_blocks_nan_probabilities(spark, project, first_scoring):
     """A new day with a hostile row: +inf and -inf in two features weighed with the same sign
     make the champion's margin inf - inf, a NaN probability. The gate blocks and the table keeps

@@ -1,17 +1,24 @@
-"""`make demo`: the pipeline on the embedded local default, through spark-submit.sh.
+"""`make demo`: a week of demo taxi trips through the pipeline on the embedded local default, one
+night at a time.
 
-Starts the local S3 endpoint when the environment asks for one (s3.embedded), runs each step as
-its own spark-submit, stops at the first failure with that step's exit code, and ends with one
-JSON line covering every table the steps wrote and every model the pipeline trained.
+Starts the local S3 endpoint when the environment asks for one (s3.embedded). For each day it
+puts that day's objects in the bucket, as a night's delivery would, and runs
+`pipeline --run-date DAY` as its own spark-submit (ingest, silver, gold, train when due,
+predict), printing one progress line per day with each stage's outcome and the time taken. It
+stops at the first failure with that run's exit code. It ends with a summary for a person (rows
+per layer, quarantine reasons, gate results, the model, where everything is), read back from the
+lake with deltalake, and then one JSON line for machines.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,27 +26,26 @@ from strata.config import ConfigError, load_config
 from strata_dev.local_s3 import LocalS3
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_RUN_DATE = "2024-01-01"
-
-
+DEMO_START = "2024-01-01"
+DEMO_DAYS = 7
 DEMO_DATASET = "trips"
 
 
-def steps(run_date: str) -> list[tuple[str, list[str]]]:
-    return [("pipeline", ["--run-date", run_date, "--dataset", DEMO_DATASET])]
+def demo_spec(days: int):
+    from strata_dev.demo_data import DemoDataSpec
+    return DemoDataSpec(start_date=dt.date.fromisoformat(DEMO_START), days=days)
 
 
-def generate_raw_data(config, endpoint: str) -> dict[str, Any]:
-    """Deterministic demo trips into the dataset's bucket: a re-run uploads identical objects
-    (same ETags), so the lake finds nothing new."""
+def deliver(config, endpoint: str, spec, day: dt.date) -> dict[str, Any]:
+    """The day's deterministic demo objects into the dataset's bucket: a re-run puts identical
+    objects (same ETags), so the lake finds nothing new. Returns the totals of the whole week."""
     import boto3
 
-    from strata_dev.demo_data import DemoDataSpec, upload
+    from strata_dev.demo_data import upload
 
     source = config.dataset(DEMO_DATASET).source
     client = boto3.client("s3", endpoint_url=endpoint, region_name=config.s3.region)
-    manifest = upload(DemoDataSpec(), client, source.bucket, source.prefix)
-    return manifest.totals
+    return upload(spec, client, source.bucket, source.prefix, day=day).totals
 
 
 @contextlib.contextmanager
@@ -52,9 +58,8 @@ def s3_endpoint(embedded: bool, configured: str | None) -> Iterator[str | None]:
 
 
 def run_step(job: str, env: str, args: list[str], environ: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    """Run one job; its output streams through; its last stdout line is its summary."""
+    """Run one job; its logs go to stderr; its last stdout line is its summary."""
     command = [str(REPO / "spark-submit.sh"), job, "--env", env, *args]
-    print(f"demo: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environ, cwd=REPO)
     last = ""
     for line in proc.stdout:
@@ -66,6 +71,32 @@ def run_step(job: str, env: str, args: list[str], environ: dict[str, str]) -> tu
         return code, json.loads(last)
     except json.JSONDecodeError:
         return code or 1, {"job": job, "status": "failed", "error": "no summary line"}
+
+
+def stage_outcome(job: str, counts: dict[str, Any]) -> str:
+    """A few words on what one stage of a day did."""
+    if counts.get("error"):
+        return "FAILED"
+    if counts.get("skipped"):
+        return "skipped"
+    if job == "ingest":
+        return f"{counts.get('rows_written', 0):,} rows"
+    if job == "silver":
+        return f"{counts.get('upserted', 0):,} rows, {counts.get('quarantined', 0):,} quarantined"
+    if job == "gold":
+        return f"{(counts.get('features') or {}).get('rows', 0):,} feature rows"
+    if job == "train":
+        promoted = (counts.get("promotion") or {}).get("promoted")
+        return f"version {counts.get('model_version')} {'promoted' if promoted else 'not promoted'}"
+    if job == "predict":
+        return f"{(counts.get('predictions') or {}).get('rows', 0):,} predictions"
+    return "ok"
+
+
+def progress_line(day: str, result: dict[str, Any], seconds: float) -> str:
+    stages = result.get("stages") or {}
+    parts = [f"{key.split('.')[1]} {stage_outcome(key.split('.')[1], counts)}" for key, counts in stages.items()]
+    return f"demo: {day}  {' | '.join(parts) or result.get('status')}  ({seconds:.0f} s)"
 
 
 def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -90,10 +121,66 @@ def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return models
 
 
+def merge_models(into: dict[str, dict[str, Any]], day: dict[str, dict[str, Any]]) -> None:
+    """A skipped training keeps the last day's trained figures; predictions add up over the days."""
+    for name, model in day.items():
+        seen = into.setdefault(name, {"predictions_written": 0})
+        if "skipped" not in model:
+            seen.update({k: v for k, v in model.items() if k != "predict"})
+        seen["predictions_written"] += ((model.get("predict") or {}).get("predictions") or {}).get("rows", 0)
+
+
+def report(config, summary: dict[str, Any]) -> str:
+    """The readable summary: rows per table, quarantine reasons, gates, models, locations."""
+    from deltalake import DeltaTable
+
+    lines = ["", f"Strata demo, {summary['days'][0]} to {summary['days'][-1]}: {summary['status'].upper()}", "",
+             f"{'table':<34}{'version':>8}{'rows':>10}"]
+    for name, table in sorted(summary["tables"].items()):
+        lines.append(f"{name:<34}{table['version']:>8}{table['rows']:>10,}")
+    root = Path(config.lake.root)
+    reasons: dict[str, int] = {}
+    for layer_table in sorted((root / "quarantine").glob("*")):
+        if (layer_table / "_delta_log").exists():
+            rows = DeltaTable(str(layer_table)).to_pyarrow_table(columns=["failed_rules"]).column("failed_rules")
+            for rules in rows.to_pylist():
+                for rule in rules or ["(no rule: unreadable record)"]:
+                    key = f"{layer_table.name}: {rule}"
+                    reasons[key] = reasons.get(key, 0) + 1
+    lines += ["", "Quarantined rows by reason:"]
+    lines += [f"  {count:>6,}  {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])] or ["  none"]
+    results = root / "quality" / "results"
+    if (results / "_delta_log").exists():
+        gates = DeltaTable(str(results)).to_pyarrow_table(columns=["table", "severity", "success"]).to_pylist()
+        failed = sorted({f"{g['table']} ({g['severity']})" for g in gates if not g["success"]})
+        lines += ["", f"Quality gates: {len(gates):,} expectation results, {len(gates) - sum(not g['success'] for g in gates):,} "
+                      f"passed; failed: {', '.join(failed) or 'none'}"]
+    for name, model in summary["models"].items():
+        interval = model.get("interval") or {}
+        lines += ["", f"Model {name}: champion version {model.get('champion', '-')}, "
+                      f"{'promoted' if model.get('promoted') else 'not promoted'} ({model.get('reason', '')})"]
+        if interval:
+            lines.append(f"  test {model.get('metric')} {interval['estimate']:.3f} "
+                         f"(95% interval {interval['low']:.3f} to {interval['high']:.3f}); "
+                         f"majority-class rule {model.get('zero_rule', float('nan')):.3f}")
+        lines.append(f"  predictions written: {model['predictions_written']:,}")
+    lines += ["", f"Lake:        {config.lake.root}", f"Data Docs:   {config.quality.data_docs_dir}/index.html",
+              f"MLflow:      {config.mlflow.tracking_uri} (open it with: make mlflow-ui)", ""]
+    return "\n".join(lines)
+
+
+def champion_versions(config, names) -> dict[str, str | None]:
+    from strata.tracking import CHAMPION, Tracking
+
+    tracking = Tracking.connect(config.mlflow)
+    found = {name: tracking.version_by_alias(name, CHAMPION) for name in names}
+    return {name: (str(v.version) if v is not None else None) for name, v in found.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the Strata demo pipeline.")
+    parser = argparse.ArgumentParser(description="Run the Strata demo: a week of trips, one night at a time.")
     parser.add_argument("--env", default="local")
-    parser.add_argument("--run-date", default=DEMO_RUN_DATE)
+    parser.add_argument("--days", type=int, default=DEMO_DAYS, help=f"days of demo data (default {DEMO_DAYS})")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.env)
@@ -101,23 +188,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: config error: {exc}", file=sys.stderr)
         return 1
 
-    summary: dict[str, Any] = {"job": "demo", "env": args.env, "run_date": args.run_date,
-                               "status": "ok", "steps": [], "tables": {}, "models": {}}
+    spec = demo_spec(args.days)
+    days = [(spec.start_date + dt.timedelta(days=d)).isoformat() for d in range(args.days)]
+    summary: dict[str, Any] = {"job": "demo", "env": args.env, "days": days, "status": "ok", "steps": [],
+                               "tables": {}, "models": {}}
     code = 0
     with s3_endpoint(config.s3.embedded, config.s3.endpoint_url) as endpoint:
         environ = dict(os.environ)
         if endpoint:
             environ["STRATA_S3__ENDPOINT_URL"] = endpoint
-        if config.s3.embedded:
-            summary["generated"] = generate_raw_data(config, endpoint)
-        for job, job_args in steps(args.run_date):
-            code, result = run_step(job, args.env, job_args, environ)
-            summary["steps"].append({"job": job, "status": result.get("status"), "run_id": result.get("run_id")})
+        for day in days:
+            if config.s3.embedded:
+                summary["generated"] = deliver(config, endpoint, spec, dt.date.fromisoformat(day))
+            started = time.monotonic()
+            code, result = run_step("pipeline", args.env, ["--run-date", day, "--dataset", DEMO_DATASET], environ)
+            print(progress_line(day, result, time.monotonic() - started), file=sys.stderr, flush=True)
+            summary["steps"].append({"job": "pipeline", "run_date": day, "status": result.get("status"),
+                                     "run_id": result.get("run_id")})
             summary["tables"].update(result.get("tables", {}))
-            summary["models"].update(trained_models(result))
+            merge_models(summary["models"], trained_models(result))
             if code != 0:
                 summary.update(status=result.get("status", "failed"), error=result.get("error"))
                 break
+    for name, champion in champion_versions(config, summary["models"]).items():
+        summary["models"][name]["champion"] = champion
+    print(report(config, summary), flush=True)
     print(json.dumps(summary), flush=True)
     return code
 

@@ -31,20 +31,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset to run (repeatable; default: every configured dataset)")
 
 
-def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_date, source: TableSpec) -> bool:
+def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_date, source: TableSpec,
+               same_date: bool = False) -> bool:
     """Whether `job` finished this run date after the last change to its source and after its
     last failure for the date: its last output has a commit by `job` for the run date at least as
     new as both. The last output, because a stage that failed midway committed only its first
-    tables."""
+    tables. same_date: only the source's commits of this run date count (a job that reads what
+    its source changed on the date, not the whole source)."""
     if not (lake.exists(last_output) and lake.exists(source)):
         return False
     done = [dt.datetime.fromisoformat(entry["timestamp"]) for entry in lake.history(last_output, limit=100)
             if entry["job"] == job and entry["run_date"] == run_date.isoformat()]
     if not done:
         return False
+    changes = [dt.datetime.fromisoformat(entry["timestamp"])
+               for entry in lake.history(source, limit=None if same_date else 1)
+               if not same_date or entry["run_date"] == run_date.isoformat()]
+    if changes and max(done) < max(changes):
+        return False
     failed = last_failure(lake, dataset, job, run_date)
-    return max(done) >= dt.datetime.fromisoformat(lake.history(source, limit=1)[0]["timestamp"]) and \
-        (failed is None or max(done) > failed)
+    return failed is None or max(done) > failed
 
 
 def can_skip(ctx: JobContext, dataset: DatasetConfig, stage: stages.Stage, done: dict[str, dict]) -> bool:
@@ -106,7 +112,8 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     dataset = ctx.config.dataset(model.dataset)
     features, table = catalog.features(dataset), catalog.predictions(model, dataset)
     versions = {role: str(v.version) for role, v in predict.scoring_versions(Tracking.connect(ctx.config.mlflow), model)}
-    if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features):
+    # predict reads what gold changed on the date: later dates' gold commits do not make it stale
+    if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features, same_date=True):
         partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
         scored = {(r.role, r.model_version) for r in ctx.lake.read(table, partitions=partitions)
                   .select("role", "model_version").distinct().collect()} if partitions else set()
