@@ -79,6 +79,7 @@ FOLD_METRIC_TOLERANCE = 1e-4
 DAYS = 7                  # event_date partitions of the table
 WRITE_PARTITIONS = 2      # Spark tasks writing the table: 2 x DAYS files whatever the size
 WARMUP_ROWS = 5000
+RUN_DATE = dt.date(2024, 1, 8)  # the run date of the contexts (commits of the table record it)
 NUMERIC = ["trip_duration_min", "trip_distance", "speed_mph", "fare_amount", "fare_per_mile", "passenger_count"]
 CATEGORICAL = ["pickup_hour", "pickup_weekday", "rate_code"]
 # Two param maps each: the grid size (d) reproduces.
@@ -151,8 +152,8 @@ def model_config(algorithm: str, replicates: int) -> dict[str, Any]:
             "promotion": {"tolerance": 0.01, "baseline_margin": 0.02}}
 
 
-def write_model(project: Path, config: dict[str, Any]) -> None:
-    (project / "conf" / "models" / f"{MODEL}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+def write_model(project: Path, config: dict[str, Any], name: str = MODEL) -> None:
+    (project / "conf" / "models" / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def warmup_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -166,15 +167,18 @@ def make_project(workdir: Path) -> Path:
     return workdir
 
 
-def context(spark, project: Path, version: int | None = None):
+def context(spark, project: Path, version: int | None = None, *, job: str = "train", model: str = MODEL,
+            run_date: dt.date = RUN_DATE, no_promote: bool = False, environ: dict[str, str] | None = None):
+    """A JobContext of `job` over the project's lake and MLflow store (bench/score.py runs
+    predict, and trains with no_promote, through it)."""
     from strata.config import load_config
     from strata.runner import JobContext
     environ = {"STRATA_LAKE__ROOT": str(project / "lake"),
                "STRATA_MLFLOW__TRACKING_URI": f"sqlite:///{project}/mlflow.db",
-               "STRATA_MLFLOW__ARTIFACT_LOCATION": str(project / "artifacts")}
+               "STRATA_MLFLOW__ARTIFACT_LOCATION": str(project / "artifacts"), **(environ or {})}
     config = load_config("local", project / "conf", environ=environ)
-    args = argparse.Namespace(model=MODEL, table_version=version, no_promote=False)
-    return JobContext("train", "local", uuid.uuid4().hex[:12], dt.date(2024, 1, 8), config, args, _spark=spark)
+    args = argparse.Namespace(model=model, table_version=version, no_promote=no_promote)
+    return JobContext(job, "local", uuid.uuid4().hex[:12], run_date, config, args, _spark=spark)
 
 
 def gold_trips(spark, rows: int):
