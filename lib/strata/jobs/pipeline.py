@@ -1,11 +1,11 @@
 """Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
 Spark application, in the order their inputs and outputs give, then (with pipeline.models) the
-train and predict jobs for each model of the dataset. Stops at the first stage that fails; the job then exits
-with that stage's code (2 for a blocking gate, 1 otherwise).
+train and predict jobs for each model of the dataset. Stops at the first stage that fails; the
+job then exits with that stage's code (2 for a blocking gate, 1 otherwise).
 
 A stage that reads the lake is skipped when the stages before it brought no new data and it
-already completed this run date after the last change to its inputs: a re-run with nothing new
-changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
+already completed this run date after its inputs' last change on that date: a re-run with
+nothing new, of the latest date or an earlier one, changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
 skipped. A model is trained again only once the newest version trained with its config is
 retrain_after_days old (or the config changed); predict is skipped when it already scored
 the run date after the features' last change with the versions the registry names now."""
@@ -31,22 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset to run (repeatable; default: every configured dataset)")
 
 
-def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_date, source: TableSpec,
-               same_date: bool = False) -> bool:
-    """Whether `job` finished this run date after the last change to its source and after its
-    last failure for the date: its last output has a commit by `job` for the run date at least as
-    new as both. The last output, because a stage that failed midway committed only its first
-    tables. same_date: only the source's commits of this run date count (a job that reads what
-    its source changed on the date, not the whole source)."""
+def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_date, source: TableSpec) -> bool:
+    """Whether `job` finished this run date after the source's last commit of the run date and
+    after its last failure for the date: its last output has a commit by `job` for the run date
+    at least as new as both. The last output, because a stage that failed midway committed only
+    its first tables. Only the source's commits of the run date count: every job reads what its
+    source changed on the date (silver the date's bronze partition, gold the partitions the
+    date's silver commits changed, predict those gold's changed), so a later date's commits do
+    not make this date stale."""
     if not (lake.exists(last_output) and lake.exists(source)):
         return False
     done = [dt.datetime.fromisoformat(entry["timestamp"]) for entry in lake.history(last_output, limit=100)
             if entry["job"] == job and entry["run_date"] == run_date.isoformat()]
     if not done:
         return False
-    changes = [dt.datetime.fromisoformat(entry["timestamp"])
-               for entry in lake.history(source, limit=None if same_date else 1)
-               if not same_date or entry["run_date"] == run_date.isoformat()]
+    changes = [dt.datetime.fromisoformat(entry["timestamp"]) for entry in lake.history(source)
+               if entry["run_date"] == run_date.isoformat()]
     if changes and max(done) < max(changes):
         return False
     failed = last_failure(lake, dataset, job, run_date)
@@ -55,7 +55,8 @@ def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_d
 
 def can_skip(ctx: JobContext, dataset: DatasetConfig, stage: stages.Stage, done: dict[str, dict]) -> bool:
     """A stage that reads the lake is skipped when no stage before it in this run brought new
-    data into its inputs and it already completed this run date after their last change."""
+    data into its inputs and it already completed this run date after their last change on
+    the date."""
     inputs = stage.inputs(dataset)
     if not inputs:
         return False
@@ -112,8 +113,7 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     dataset = ctx.config.dataset(model.dataset)
     features, table = catalog.features(dataset), catalog.predictions(model, dataset)
     versions = {role: str(v.version) for role, v in predict.scoring_versions(Tracking.connect(ctx.config.mlflow), model)}
-    # predict reads what gold changed on the date: later dates' gold commits do not make it stale
-    if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features, same_date=True):
+    if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features):
         partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
         scored = {(r.role, r.model_version) for r in ctx.lake.read(table, partitions=partitions)
                   .select("role", "model_version").distinct().collect()} if partitions else set()
