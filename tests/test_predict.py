@@ -74,8 +74,10 @@ def predictions_path(project):
     return str(project / "lake" / "gold" / "tiny_predictions")
 
 
-def test_without_a_champion_predict_is_one_line(spark, project):
-    ctx = context(spark, project, "predict")
+def test_without_a_champion_predict_is_one_line(spark, tmp_path):
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "models" / "tiny.yaml").write_text(TINY_MODEL)
+    ctx = context(spark, tmp_path, "predict")
     with pytest.raises(predict.NoChampion, match=r"^model tiny has no champion in the registry at sqlite:///.*: "
                                                  r"train one first \(./spark-submit.sh train --model tiny\)$"):
         predict.run(ctx)

@@ -51,7 +51,9 @@ def test_the_suites_a_job_needs_follow_its_stages_gated_outputs():
     args = argparse.Namespace(dataset="trips")
     assert preflight.suites("gold", config, args) == [("gold", "trips_features"), ("gold", "trips_daily_zone")]
     assert preflight.suites("pipeline", config, args) == [
-        ("bronze", "trips"), ("silver", "trips"), ("gold", "trips_features"), ("gold", "trips_daily_zone")]
+        ("bronze", "trips"), ("silver", "trips"), ("gold", "trips_features"), ("gold", "trips_daily_zone"),
+        ("gold", "tips_predictions")]  # the pipeline scores with the dataset's models
+    assert preflight.suites("predict", config, argparse.Namespace(model="tips")) == [("gold", "tips_predictions")]
     gates_off = dataclasses.replace(config, quality=dataclasses.replace(config.quality, gates=False))
     assert preflight.suites("pipeline", gates_off, args) == [("bronze", "trips")]
     assert preflight.suites("lake_smoke", config, args) == []

@@ -330,9 +330,13 @@ def _not_run(ctx: JobContext) -> dict[str, Any]:
 
 
 def _record_failure(context: JobContext, outcome: dict[str, Any]) -> None:
-    """A failed or blocked run of one dataset's job goes to ops.failed_runs, so the pipeline does
-    not take the run date for done (the pipeline records its own stages)."""
+    """A failed or blocked run of one dataset's job (or of a model's, under the model's dataset)
+    goes to ops.failed_runs, so the pipeline does not take the run date for done (the pipeline
+    records its own stages)."""
     dataset = getattr(context.args, "dataset", None)
+    model = getattr(context.args, "model", None)
+    if not isinstance(dataset, str) and isinstance(model, str) and model in context.config.models:
+        dataset = context.config.model(model).dataset
     if context._lake is None or not isinstance(dataset, str):
         return
     from strata.runs import record_failure

@@ -157,8 +157,9 @@ def report(config, summary: dict[str, Any]) -> str:
                       f"passed; failed: {', '.join(failed) or 'none'}"]
     for name, model in summary["models"].items():
         interval = model.get("interval") or {}
-        lines += ["", f"Model {name}: champion version {model.get('champion', '-')}, "
-                      f"{'promoted' if model.get('promoted') else 'not promoted'} ({model.get('reason', '')})"]
+        trained = (f"version {model['version']} {'promoted' if model.get('promoted') else 'not promoted'} "
+                   f"({model.get('reason', '')})" if "version" in model else "not trained in this run")
+        lines += ["", f"Model {name}: champion version {model.get('champion') or 'none'}; {trained}"]
         if interval:
             lines.append(f"  test {model.get('metric')} {interval['estimate']:.3f} "
                          f"(95% interval {interval['low']:.3f} to {interval['high']:.3f}); "
@@ -218,4 +219,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_code = main()
+    # Everything is written and closed by now. Once, after a week of runs, interpreter teardown
+    # of this process (local S3 server threads, pyarrow and delta-rs loaded) aborted with
+    # SIGABRT ("terminate called without an active exception") after the JSON line: skip it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

@@ -92,12 +92,16 @@ def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body
 
 
 def train_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
-    """Trains the model unless a version trained with the current config was gated less than
-    model.retrain_after_days before the run date (a re-run, or a new day of data within that
-    window, trains nothing)."""
+    """Trains the model unless it has a champion and a version trained with the current config
+    was gated less than model.retrain_after_days before the run date (a re-run, or a new day of
+    data within that window, trains nothing; without a champion every run tries again)."""
     from strata.jobs import train
+    from strata.tracking import CHAMPION
 
-    current = train.current_version(Tracking.connect(ctx.config.mlflow), model, ctx.run_date)
+    tracking = Tracking.connect(ctx.config.mlflow)
+    if tracking.version_by_alias(model.name, CHAMPION) is None:
+        return train.run(ctx)
+    current = train.current_version(tracking, model, ctx.run_date)
     if current is not None:
         version, trained_on = current
         return {"model": model.name, "skipped": f"version {version} was trained with this config for {trained_on}, "

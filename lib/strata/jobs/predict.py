@@ -63,6 +63,9 @@ def scored(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig, role: st
 
     from strata.ml.estimators import positive_probability
 
+    if "threshold" not in (version.tags or {}):
+        raise ValueError(f"model {model.name} version {version.version} has no threshold tag: it was not registered "
+                         f"by train; set its alias to a version train registered")
     threshold = float(version.tags["threshold"])
     fitted = mlflow.spark.load_model(f"models:/{model.name}/{version.version}")
     probability = positive_probability(fitted.transform(rows), out="_p1")
@@ -72,7 +75,7 @@ def scored(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig, role: st
         F.col("_p1").alias("probability"), F.lit(threshold).alias("threshold"),
         F.lit(model.name).alias("model_name"), F.lit(str(version.version)).alias("model_version"),
         F.lit(version.run_id).alias("mlflow_run_id"), F.lit(features_version).cast("long").alias("features_version"),
-        F.lit(scored_at).cast("timestamp").alias("scored_at"), F.lit(run_id).alias("run_id"))
+        F.lit(scored_at).alias("scored_at"), F.lit(run_id).alias("run_id"))
 
 
 def run(ctx: JobContext) -> dict:
@@ -94,7 +97,7 @@ def run(ctx: JobContext) -> dict:
         return counts
     features_version = ctx.lake.version(features)
     rows = ctx.lake.read(features, version=features_version, partitions=partitions).cache()
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    scored_at = dt.datetime.now(dt.timezone.utc)  # aware: Spark stores the instant, whatever the driver's zone
     try:
         counts.update(features_version=features_version, rows_scored=rows.count())
         frames = [scored(rows, dataset, model, role, version, features_version, scored_at, ctx.run_id)

@@ -340,9 +340,14 @@ def _excluded_upstream(ctx: JobContext, dataset: DatasetConfig) -> list[str]:
     return lines
 
 
+# Keys that change how the model is run or scored, not what is learnt: no retraining for them.
+NOT_LEARNT = ("parallelism", "shadow", "retrain_after_days")
+
+
 def config_digest(model: ModelConfig) -> str:
-    """A digest of everything in the model's config: a changed config is a new model to train."""
-    text = json.dumps(dataclasses.asdict(model), sort_keys=True, default=str)
+    """A digest of what the model's config says to learn: a changed one is a new model to train."""
+    learnt = {k: v for k, v in dataclasses.asdict(model).items() if k not in NOT_LEARNT}
+    text = json.dumps(learnt, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
