@@ -15,8 +15,8 @@ and of its challenger in shadow, published to gold/<model>_predictions for the w
   select role = 'champion'.
 - Published through strata.publish, gated by expectations/gold/<model>_predictions.json
   (probabilities in [0, 1] and not NaN, no nulls, one row per key and role); then the rows
-  written and quarantined must add up to the input rows times the roles scored, else the run
-  fails (never ok on a lost prediction).
+  written and quarantined (quarantine/<model>_predictions, counted in the summary) must add up
+  to the input rows times the roles scored, else the run fails (never ok on a lost prediction).
 """
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def run(ctx: JobContext) -> dict:
     counts.update(model=model.name, **{f"{role}_version": str(v.version) for role, v in versions})
     if not ctx.lake.exists(features):
         raise FileNotFoundError(f"{features.qualified_name} does not exist: run gold for {dataset.name} first")
-    # gold's commits of the run date say which partitions they changed; a scan only for old ones
+    # gold's commits of the run date say which partitions they changed; every partition when one
+    # of them did not record it (commits written before partitions were recorded)
     partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
     if partitions is None:
         partitions = ctx.lake.partition_values(features)
