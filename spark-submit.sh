@@ -9,7 +9,7 @@ Usage: ./spark-submit.sh JOB [--env ENV] [--master URL] [--run-date YYYY-MM-DD] 
 Runs jobs/JOB.py with spark-submit. lib/ is packaged for --py-files, conf/ and expectations/
 are shipped with --archives (the driver reads them from this checkout).
 
-  JOB                 a file in jobs/ without .py (e.g. upload, check, ingest, silver, gold, pipeline, train, maintain)
+  JOB                 a file in jobs/ without .py (e.g. upload, check, ingest, silver, gold, anomalies, pipeline, train, maintain)
   --env ENV           configuration environment: conf/ENV.yaml over conf/base.yaml (default: local)
   --master URL        overrides spark.master of the config: local[*], spark://host:port, ...
   --run-date DATE     logical date of the run (default: today, UTC)

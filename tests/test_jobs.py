@@ -191,7 +191,7 @@ def describe(add_arguments) -> list[tuple]:
             for a in parser._actions]
 
 
-@pytest.mark.parametrize("job", ["ingest", "silver", "gold", "pipeline", "lake_smoke"])
+@pytest.mark.parametrize("job", ["ingest", "silver", "gold", "anomalies", "pipeline", "lake_smoke"])
 def test_check_reads_each_jobs_own_arguments(job):
     module = importlib.import_module(f"strata.jobs.{job}")
     assert describe(job_arguments(job)) == describe(module.add_arguments)

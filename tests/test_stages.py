@@ -21,16 +21,18 @@ def trips():
 
 
 def test_the_pipeline_runs_ingest_silver_gold_in_the_order_their_tables_give(trips):
-    assert [s.job for s in stages.in_order(trips)] == ["ingest", "silver", "gold"]
-    # Declared backwards, the order is the same: it comes from inputs and outputs.
-    assert [s.job for s in stages.in_order(trips, tuple(reversed(stages.STAGES)))] == ["ingest", "silver", "gold"]
+    assert [s.job for s in stages.in_order(trips)] == ["ingest", "silver", "gold", "anomalies"]
+    # Declared backwards, each stage still runs after what it reads: it comes from inputs and
+    # outputs (gold and anomalies both read silver only; between them, declaration order).
+    assert [s.job for s in stages.in_order(trips, tuple(reversed(stages.STAGES)))] == [
+        "ingest", "silver", "anomalies", "gold"]
 
 
 def test_a_new_stage_is_one_declaration_and_runs_after_what_it_reads(trips):
     scored = TableSpec("gold", "trips_scored")
     score = stages.Stage("score", inputs=lambda d: [catalog.features(d)], outputs=lambda d: [scored])
     ordered = stages.in_order(trips, (score, *stages.STAGES))
-    assert [s.job for s in ordered] == ["ingest", "silver", "gold", "score"]
+    assert [s.job for s in ordered] == ["ingest", "silver", "gold", "anomalies", "score"]
     assert [s.job for s in stages.upstream(trips, score, (score, *stages.STAGES))] == ["gold"]
 
 
@@ -42,7 +44,7 @@ def test_a_cycle_between_stages_is_refused(trips):
 
 def test_a_dataset_without_gold_has_no_gold_stage(trips):
     plain = dataclasses.replace(trips, gold=None)
-    assert [s.job for s in stages.in_order(plain)] == ["ingest", "silver"]
+    assert [s.job for s in stages.in_order(plain)] == ["ingest", "silver", "anomalies"]
     assert "features" not in catalog.dataset_tables(plain)
 
 
@@ -50,9 +52,10 @@ def test_the_suites_a_job_needs_follow_its_stages_gated_outputs():
     config = load_config("local", CONF, environ={})
     args = argparse.Namespace(dataset="trips")
     assert preflight.suites("gold", config, args) == [("gold", "trips_features"), ("gold", "trips_daily_zone")]
+    assert preflight.suites("anomalies", config, args) == [("gold", "trips_flagged")]
     assert preflight.suites("pipeline", config, args) == [
         ("bronze", "trips"), ("silver", "trips"), ("gold", "trips_features"), ("gold", "trips_daily_zone"),
-        ("gold", "tips_predictions")]  # the pipeline scores with the dataset's models
+        ("gold", "trips_flagged"), ("gold", "tips_predictions")]  # the pipeline scores with the dataset's models
     assert preflight.suites("predict", config, argparse.Namespace(model="tips")) == [("gold", "tips_predictions")]
     gates_off = dataclasses.replace(config, quality=dataclasses.replace(config.quality, gates=False))
     assert preflight.suites("pipeline", gates_off, args) == [("bronze", "trips")]

@@ -91,6 +91,12 @@ def analysis(dataset: DatasetConfig) -> TableSpec | None:
                      partition_by=tuple(c for c in dataset.partition_by if c in config.group_by))
 
 
+def flagged(dataset: DatasetConfig) -> TableSpec:
+    """Each ride of a run date with its cluster, outlier score and flag (the anomalies job),
+    partitioned by the event date (anomalies.date_column)."""
+    return TableSpec("gold", f"{dataset.name}_flagged", partition_by=(dataset.anomalies.date_column,))
+
+
 def quarantine_of(table: TableSpec) -> TableSpec:
     """Where the rows that table's publication rejected go, with their reasons."""
     return TableSpec("quarantine", table.name, partition_by=("quarantined_on",))
@@ -112,6 +118,8 @@ def dataset_tables(dataset: DatasetConfig) -> dict[str, TableSpec]:
         found = analysis(dataset)
         if found is not None:
             tables.update(analysis=found, analysis_quarantine=quarantine_of(found))
+    if dataset.anomalies is not None:
+        tables.update(flagged=flagged(dataset), flagged_quarantine=quarantine_of(flagged(dataset)))
     return tables
 
 

@@ -7,7 +7,8 @@ is raised before Spark starts.
 Loading checks types first (_build), then meaning (_check_meaning): names are plain and every
 table name is unique in the lake, schema types are Spark SQL types, source.rename renames declared
 columns to new unique names, source.timezone is an IANA zone, keys and partition columns exist
-(under their new names), the gold analysis's partitions can be replaced by each run, and every SQL
+(under their new names), the gold analysis's partitions can be replaced by each run, the anomalies
+section has a partition column as its date and k or a k range, and every SQL
 expression of a dataset parses (sqlglot, Spark dialect: no JVM) and names only columns it can see. An error never shows a value
 that came from the environment or sits under a key that looks like a credential.
 """
@@ -166,6 +167,41 @@ class ContentKeyConfig:
 
 
 @dataclass(frozen=True)
+class ThresholdConfig:
+    """When a ride is an outlier: its outlier score against its cluster's threshold, learnt from
+    the scores of the fit window's rows of that cluster."""
+    # mad: median + c * MAD (median absolute deviation, unscaled); quantile: that quantile
+    rule: Literal["mad", "quantile"] = "mad"
+    c: float = 8.0
+    quantile: float = 0.999
+    # A cluster holding less than this share of the fit rows is anomalous as a whole (K-means
+    # gives a group of rare rides a centroid of its own); 0: never.
+    min_cluster_share: float = 0.01
+
+
+@dataclass(frozen=True)
+class AnomaliesConfig:
+    """The anomalies job: K-means on standardised features of silver, per-cluster thresholds."""
+    # feature name -> Spark SQL expression over silver columns (as a double)
+    features: dict[str, str]
+    # signed log, sign(x) * ln(1 + |x|), of each feature before standardising
+    log_scale: bool = True
+    # the number of clusters, or [low, high]: the k of highest silhouette among them
+    k: int | None = None
+    k_range: list[int] | None = None
+    # days of silver (by date_column) the model is fitted on, ending at the run date
+    window_days: int = 28
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    seed: int = 42
+    # fewer usable rows in the window: the job fits nothing and reports skipped
+    min_rows: int = 1000
+    # K-means iterations at most (per k tried)
+    max_iter: int = 20
+    # the event date: one of the dataset's partition columns (default: its only one)
+    date_column: str | None = None
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     name: str
     source: RawSourceConfig
@@ -186,6 +222,7 @@ class DatasetConfig:
     # A content-hash column (may then be named in keys), for sources without an id.
     content_key: ContentKeyConfig | None = None
     gold: GoldConfig | None = None
+    anomalies: AnomaliesConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -592,6 +629,9 @@ def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig
 
     if not NAME.match(model.name) or model.name != key:
         fail(("name",), f"must be a plain name ({NAME_RULE}) equal to the file's name {key!r}")
+    for owner in datasets.values():
+        if owner.anomalies is not None and model.name == f"{owner.name}_anomalies":
+            fail(("name",), f"is the registered model of dataset {owner.name!r}'s anomaly flags (anomalies job)")
     dataset = datasets.get(model.dataset)
     if dataset is None:
         fail(("dataset",), f"names unknown dataset {model.dataset!r}; configured: {sorted(datasets)}")
@@ -762,8 +802,67 @@ def _check_dataset(key: str, dataset: DatasetConfig, origins: dict) -> DatasetCo
             for column, expression in analysis.metrics.items():
                 _check_column_name(column, outputs, lambda message: fail(sub + ("metrics",), message))
                 _check_sql(expression, silver, lambda message, c=column: fail(sub + ("metrics", c), message), hint)
+    anomalies = dataset.anomalies
+    if anomalies is not None:
+        anomalies = _check_anomalies(dataset, anomalies, visible | {c.lower(): c for c in REFINED_LINEAGE}, hint,
+                                     lambda sub, message: fail(("anomalies",) + sub, message))
     return dataclasses.replace(dataset, schema=schema, source=dataclasses.replace(dataset.source, rename=rename),
-                               content_key=content_key, gold=gold)
+                               content_key=content_key, gold=gold, anomalies=anomalies)
+
+
+# The columns the anomalies job adds to each flagged row (strata.jobs.anomalies): no feature may
+# take their names.
+FLAGGED_COLUMNS = ("cluster", "outlier_score", "threshold", "is_outlier", "k", "model_version", "mlflow_run_id",
+                   "run_id", "flagged_at")
+
+
+def _check_anomalies(dataset: DatasetConfig, anomalies: AnomaliesConfig, silver: dict[str, str],
+                     hint: Callable[[str], str],
+                     fail: Callable[[tuple[str, ...], str], typing.NoReturn]) -> AnomaliesConfig:
+    """The date column is a partition column (the job reads a window of its partitions and
+    replaces the run date's); features are new plain names over silver columns; k or k_range;
+    ranges. Returned with the date column resolved and spelt as the dataset spells it."""
+    partitions = {c.lower(): c for c in dataset.partition_by}
+    date_column = anomalies.date_column
+    if date_column is None:
+        if len(dataset.partition_by) != 1:
+            fail(("date_column",), f"must name the event date among the dataset's partition columns "
+                                   f"{list(dataset.partition_by)}: the job reads a trailing window of its partitions")
+        date_column = dataset.partition_by[0]
+    elif date_column.lower() not in partitions:
+        fail(("date_column",), f"names {date_column!r}, not one of the dataset's partition columns "
+                               f"{list(dataset.partition_by)}: the job reads a trailing window of its partitions")
+    else:
+        date_column = partitions[date_column.lower()]
+    if not anomalies.features:
+        fail(("features",), "must name at least one feature")
+    # "prediction": the column K-means adds to the features (the registered model's output)
+    outputs = {c.lower(): c for c in [*dataset.keys, date_column, *FLAGGED_COLUMNS, "prediction"]}
+    for column, expression in anomalies.features.items():
+        _check_column_name(column, outputs, lambda message: fail(("features",), message))
+        _check_sql(expression, silver, lambda message, c=column: fail(("features", c), message), hint)
+    if anomalies.k is not None and anomalies.k_range is not None:
+        fail(("k",), "and k_range are both set: a fixed k, or a range to choose from by silhouette")
+    if anomalies.k is None and anomalies.k_range is None:
+        fail(("k",), "or k_range must be set: a fixed number of clusters, or [low, high] to choose from by silhouette")
+    if anomalies.k is not None and anomalies.k < 2:
+        fail(("k",), f"must be at least 2 (K-means needs two clusters), got {anomalies.k}")
+    k_range = anomalies.k_range
+    if k_range is not None and not (len(k_range) == 2 and 2 <= k_range[0] <= k_range[1]):
+        fail(("k_range",), f"must be [low, high] with 2 <= low <= high, got {k_range}")
+    largest = anomalies.k if anomalies.k is not None else k_range[1]
+    for part, value, least in (("window_days", anomalies.window_days, 1), ("max_iter", anomalies.max_iter, 1),
+                               ("min_rows", anomalies.min_rows, largest)):
+        if value < least:
+            fail((part,), f"must be at least {least}{' (the largest k)' if part == 'min_rows' else ''}, got {value}")
+    threshold = anomalies.threshold
+    if threshold.c <= 0:
+        fail(("threshold", "c"), f"must be positive, got {threshold.c}")
+    if not 0 < threshold.quantile < 1:
+        fail(("threshold", "quantile"), f"must be between 0 and 1 (exclusive), got {threshold.quantile}")
+    if not 0 <= threshold.min_cluster_share < 1:
+        fail(("threshold", "min_cluster_share"), f"must be at least 0 and below 1, got {threshold.min_cluster_share}")
+    return dataclasses.replace(anomalies, date_column=date_column)
 
 
 def _check_rename(dataset: DatasetConfig, source: dict[str, str],

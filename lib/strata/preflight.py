@@ -5,7 +5,8 @@ in a second, not 30 s into a run).
 runner.run calls check(job, config, args) for every job; jobs that gate nothing check nothing.
 A job's suites follow the gated outputs of its stage (strata.stages): ingest gates
 bronze/<dataset>; silver gates silver/<dataset>; gold gates gold/<dataset>_features and
-gold/<analysis name>; pipeline runs every stage for each of its datasets. With quality.gates off,
+gold/<analysis name>; anomalies gates gold/<dataset>_flagged; pipeline runs every stage for each of
+its datasets. With quality.gates off,
 only the stages gated always (ingest's bronze gate) need their suites. A job that trains checks
 its models' grids too.
 """

@@ -48,6 +48,8 @@ STAGES = (
     Stage("silver", inputs=lambda d: [catalog.bronze(d)], outputs=lambda d: _with_quarantine([catalog.silver(d)])),
     Stage("gold", inputs=lambda d: [catalog.silver(d)], outputs=lambda d: _with_quarantine(catalog.gold_tables(d)),
           applies=lambda d: d.gold is not None),
+    Stage("anomalies", inputs=lambda d: [catalog.silver(d)], outputs=lambda d: _with_quarantine([catalog.flagged(d)]),
+          applies=lambda d: d.anomalies is not None),
 )
 
 

@@ -31,6 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+# Where the manifest goes, beside the prefix: the anomalies job looks for it there.
+from strata.sources.store import manifest_key  # noqa: F401 - part of this module's interface
+
 FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
 COLUMNS = (
     "trip_id", "vendor_id", "pickup_at", "dropoff_at", "passenger_count", "trip_distance",
@@ -261,10 +264,6 @@ def upload(spec: DemoDataSpec, s3_client: Any, bucket: str, prefix: str, day: da
     s3_client.put_object(Bucket=bucket, Key=manifest_key(prefix), Body=manifest.to_json().encode(),
                          ContentType="application/json")
     return manifest
-
-
-def manifest_key(prefix: str) -> str:
-    return f"_manifests/{prefix.strip('/')}.json"
 
 
 # --- layout -------------------------------------------------------------------------------------
