@@ -1,4 +1,7 @@
-"""Benchmark: precision and recall of the anomalies job on the demo data, per feature set.
+"""Benchmark: the anomalies job's precision and recall on the demo data, per feature set; and its
+fit + flag time as the window grows (1M and 4M rides), against a bare K-means fit.
+
+Precision and recall:
 
 Uploads the `make demo` data (DemoDataSpec defaults: 3 days x 4 objects x 2,500 trips, 1% of them
 planted anomalies: long trips done in a minute or two, short ones taking hours) to a local S3
@@ -14,6 +17,18 @@ anomalous for its size (min_cluster_share 0); everything else as shipped.
     .venv/bin/python bench/anomalies.py --variants shipped --seed 7   # other demo data
 
 Target (the shipped config, every run date): recall >= 0.8 at precision >= 0.5; exit 1 if not.
+
+Time: for each of --sizes rides (generated trips over 7 event dates, written as silver.trips of a
+lake of their own, untimed), the real job for the last date (the shipped config: k from 2 to 6 by
+silhouette, fitted on every ride of the window, the run date's seventh flagged and published,
+MLflow logging), against a bare fit of the same frame: the signed log, assembler, scaler and one
+KMeans at the k the job chose, then that model's transform of the run date's rides written as
+parquet. Target: linear, i.e. the job's time grows with an exponent of at most 1.1 in the rows
+(log(t2 / t1) / log(n2 / n1) between the smallest and largest size).
+
+    .venv/bin/python bench/anomalies.py --variants '' --sizes 1000000,4000000   # time only
+    .venv/bin/python bench/anomalies.py --sizes ''                              # precision only
+
 The last line of stdout is the figures as one JSON line.
 """
 from __future__ import annotations
@@ -27,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.anomalies
+    import data
     from common import add_spark_args, main_with_local_s3, print_table, timed
 except ImportError:  # pragma: no cover
+    from bench import data
     from bench.common import add_spark_args, main_with_local_s3, print_table, timed
 
 BUCKET = "anomalies-raw"
@@ -46,6 +63,9 @@ VARIANTS = {
     "no_small_clusters": {"STRATA_DATASETS__TRIPS__ANOMALIES__THRESHOLD__MIN_CLUSTER_SHARE": "0"},
 }
 TARGET_RECALL, TARGET_PRECISION = 0.8, 0.5
+SCALE_DAYS = 7
+WARM_UP = 10_000  # rides of an untimed first run
+TARGET_EXPONENT = 1.1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,11 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the generator's seed (default: 42, make demo's; another one is data the shipped "
                              "threshold was not chosen on)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"feature sets to measure, comma-separated (default: all of {', '.join(VARIANTS)})")
+                        help=f"feature sets to measure, comma-separated (default: all of {', '.join(VARIANTS)}; "
+                             "'' for none)")
+    parser.add_argument("--sizes", default="1000000,4000000",
+                        help="rides in the window for the timing, comma-separated (default: 1000000,4000000; '' for none)")
     add_spark_args(parser)
     parser.set_defaults(shuffle_partitions=2)
     args = parser.parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",")]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
@@ -79,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list[str]]:
+    figures, problems = {"bench": "anomalies"}, []
+    if args.variants:
+        figures["precision_recall"] = against_planted(spark, args, workdir, endpoint, problems)
+    if args.sizes:
+        figures["time"] = scaling(spark, args.sizes, workdir, endpoint, problems)
+    return figures, problems
+
+
+def against_planted(spark, args, workdir: Path, endpoint: str, problems: list[str]) -> dict[str, Any]:
     import boto3
 
     from strata.jobs import anomalies, ingest, silver
@@ -97,7 +130,6 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
     print(f"demo data through ingest and silver in {build.seconds:.0f} s "
           f"({manifest.totals['trips']:,} trips, {len(manifest.anomalies)} planted anomalies)", flush=True)
 
-    problems: list[str] = []
     results: list[dict[str, Any]] = []
     for variant in args.variants:
         # A lake per feature set, each with a copy of silver: the flagged table's columns follow
@@ -125,10 +157,78 @@ def run(spark, args, workdir: Path, endpoint: str) -> tuple[dict[str, Any], list
                 [[r["variant"], r["run_date"], r["k"], r["fit_rows"], r["rides"], r["planted"], r["flagged"],
                   r["precision"], r["recall"], r["seconds"]] for r in results],
                 title="anomalies on the demo data: is_outlier against the planted anomalies of each run date's rides")
-    figures = {"bench": "anomalies", "spec": {"days": spec.days, "objects_per_day": spec.objects_per_day,
-                                             "rows_per_object": spec.rows_per_object, "seed": spec.seed},
-               "target": {"recall": TARGET_RECALL, "precision": TARGET_PRECISION}, "results": results}
-    return figures, problems
+    return {"spec": {"days": spec.days, "objects_per_day": spec.objects_per_day,
+                     "rows_per_object": spec.rows_per_object, "seed": spec.seed},
+            "target": {"recall": TARGET_RECALL, "precision": TARGET_PRECISION}, "results": results}
+
+
+def bare_fit(spark, silver: str, run_date: dt.date, k: int, out: str) -> None:
+    """The baseline: the same features, signed log and scaler, one KMeans at k (no search, no
+    thresholds, no MLflow, no gate), the run date's rides transformed and written as parquet."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.clustering import KMeans
+    from pyspark.sql import functions as F
+
+    from strata.config import load_config
+    from strata.ml import anomalies as A
+
+    config = load_config("local", environ={}).dataset("trips").anomalies
+    names = list(config.features)
+    rows = A.feature_rows(spark.read.format("parquet").load(silver), ["trip_id", "event_date"], config.features) \
+        .where(A.usable(names))
+    stages = A.preparation(names, config.log_scale).getStages()
+    model = Pipeline(stages=[*stages, KMeans(featuresCol=stages[-1].getOutputCol(), k=k, seed=config.seed,
+                                             maxIter=config.max_iter)]).fit(rows)
+    model.transform(rows.where(F.col("event_date") == F.lit(run_date))) \
+        .select("trip_id", "prediction").write.mode("overwrite").parquet(out)
+
+
+def scaling(spark, sizes: list[int], workdir: Path, endpoint: str, problems: list[str]) -> dict[str, Any]:
+    """The job's time (and a bare fit's) per size; the growth exponent between the extremes."""
+    import math
+
+    from strata import catalog
+    from strata.jobs import anomalies
+
+    run_date = data.SILVER_START + dt.timedelta(days=SCALE_DAYS - 1)
+    rows_out = []
+    for rows in [WARM_UP, *sizes]:
+        lake = workdir / f"scale-{rows}{'-warm-up' if rows == WARM_UP else ''}"
+        environ = {"STRATA_LAKE__ROOT": str(lake), "STRATA_S3__ENDPOINT_URL": endpoint,
+                   "STRATA_QUALITY__DATA_DOCS_DIR": str(lake / "docs"),
+                   "STRATA_MLFLOW__TRACKING_URI": f"sqlite:///{lake}/mlflow.db",
+                   "STRATA_MLFLOW__ARTIFACT_LOCATION": str(lake / "mlartifacts")}
+        ctx = context(spark, "anomalies", environ, run_date)
+        silver = catalog.silver(ctx.config.dataset("trips"))
+        with timed() as made:
+            ctx.lake.append(silver, data.silver_trips(spark, rows, SCALE_DAYS))
+        print(f"{rows:,} rides written as {silver.qualified_name} in {made.seconds:.0f} s (not timed)", flush=True)
+        with timed() as job:
+            counts = anomalies.run(ctx)
+        with timed() as bare:
+            bare_fit(spark, ctx.lake.path(silver), run_date, counts["k"], str(lake / "bare"))
+        if rows == WARM_UP:  # Python workers, imports, the tracking store: not the first size's cost
+            continue
+        result = {"rows": rows, "k": counts["k"], "run_date_rides": counts["run_date_rows"],
+                  "outliers": counts["outliers"], "job_s": round(job.seconds, 1), "bare_s": round(bare.seconds, 1),
+                  "ratio": round(job.seconds / bare.seconds, 2), "phases": counts["seconds"]}
+        rows_out.append(result)
+        print(json.dumps(result), flush=True)
+    figures: dict[str, Any] = {"days": SCALE_DAYS, "results": rows_out, "target_exponent": TARGET_EXPONENT}
+    if len(rows_out) > 1:
+        first, last = rows_out[0], rows_out[-1]
+        figures["exponent"] = round(math.log(last["job_s"] / first["job_s"]) / math.log(last["rows"] / first["rows"]), 2)
+        figures["bare_exponent"] = round(math.log(last["bare_s"] / first["bare_s"])
+                                         / math.log(last["rows"] / first["rows"]), 2)
+        if figures["exponent"] > TARGET_EXPONENT:
+            problems.append(f"the job's time grows with exponent {figures['exponent']} in the rows "
+                            f"(target: at most {TARGET_EXPONENT})")
+    print_table(["rides", "k", "run date rides", "outliers", "job s", "bare fit s", "job / bare"],
+                [[r["rows"], r["k"], r["run_date_rides"], r["outliers"], r["job_s"], r["bare_s"], r["ratio"]]
+                 for r in rows_out],
+                title=f"anomalies: fit on {SCALE_DAYS} days of rides, flag the last; growth exponent "
+                      f"{figures.get('exponent')} (bare fit {figures.get('bare_exponent')}; target <= {TARGET_EXPONENT})")
+    return figures
 
 
 if __name__ == "__main__":

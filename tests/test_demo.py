@@ -1,7 +1,7 @@
 """`make demo` end to end, twice, on a lake, registry and Data Docs of its own (two days instead
 of the week, for time): the first run delivers and runs each day, trains and promotes the demo
-model on the first and scores both; the second, with no new data, changes no table, trains
-nothing and scores nothing."""
+model on the first, scores and flags both; the second, the first day again with no new data,
+changes no table, trains nothing, scores and flags nothing."""
 from __future__ import annotations
 
 import json
@@ -19,8 +19,8 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def demo(env: dict[str, str]) -> tuple[dict, str]:
-    result = subprocess.run([sys.executable, "-m", "strata_dev.demo", "--env", "local", "--days", "2"], env=env,
+def demo(env: dict[str, str], days: int) -> tuple[dict, str]:
+    result = subprocess.run([sys.executable, "-m", "strata_dev.demo", "--env", "local", "--days", str(days)], env=env,
                             capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert result.returncode == 0, result.stderr[-4000:]
     *report, last = result.stdout.strip().splitlines()
@@ -32,7 +32,7 @@ def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_noth
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "STRATA_LAKE__ROOT": str(tmp_path / "lake"),
            "STRATA_MLFLOW__TRACKING_URI": store, "STRATA_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
            "STRATA_QUALITY__DATA_DOCS_DIR": str(tmp_path / "docs")}
-    first, output = demo(env)
+    first, output = demo(env, days=2)
     assert first["status"] == "ok" and first["days"] == ["2024-01-01", "2024-01-02"]
     tips = first["models"]["tips"]
     assert tips["version"] == "1" and tips["promoted"] is True and tips["champion"] == "1", tips
@@ -46,14 +46,23 @@ def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_noth
     assert output.count("demo: 2024-01-0") >= 2 and "train version 1 promoted" in output
     assert "Quarantined rows by reason:" in output and "make mlflow-ui" in output
     assert f"test pr_auc {tips['interval']['estimate']:.3f}" in output
+    # the anomaly flags recover the generator's planted rides (the issue's floor: recall 0.8 at precision 0.5)
+    flags = first["flags"]
+    flagged = DeltaTable(first["tables"]["gold.trips_flagged"]["path"]).to_pyarrow_table(columns=["is_outlier"])
+    assert flags["outliers"] == sum(flagged.column("is_outlier").to_pylist()) > 0
+    assert flags["recall"] >= 0.8 and flags["precision"] >= 0.5, flags
+    assert f"precision {flags['precision']:.3f}, recall {flags['recall']:.3f}" in output
 
     mlflow.set_tracking_uri(store)
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("tips", "champion").version) == "1"
 
-    second, _ = demo(env)
+    # the first day again, after the second: the harder case (a later date's commits must not
+    # make an earlier date look stale)
+    second, _ = demo(env, days=1)
     assert second["status"] == "ok"
     assert "version" not in second["models"]["tips"] and second["models"]["tips"]["predictions_written"] == 0
+    assert "outliers" not in second["flags"]  # the anomalies stage was skipped: nothing new
     assert [str(v.version) for v in client.search_model_versions("name='tips'")] == ["1"]
     # nothing new: every table at the version and row count the first run left (read back by deltalake)
     for name, table in first["tables"].items():

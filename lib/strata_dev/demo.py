@@ -3,10 +3,11 @@ night at a time.
 
 Starts the local S3 endpoint when the environment asks for one (s3.embedded). For each day it
 puts that day's objects in the bucket, as a night's delivery would, and runs
-`pipeline --run-date DAY` as its own spark-submit (ingest, silver, gold, train when due,
-predict), printing one progress line per day with each stage's outcome and the time taken. It
+`pipeline --run-date DAY` as its own spark-submit (ingest, silver, gold, anomaly flags, train
+when due, predict), printing one progress line per day with each stage's outcome and the time taken. It
 stops at the first failure with that run's exit code. It ends with a summary for a person (rows
-per layer, quarantine reasons, gate results, the model, where everything is), read back from the
+per layer, quarantine reasons, gate results, the model, outliers flagged with their precision
+and recall against the generator's planted anomalies, where everything is), read back from the
 lake with deltalake, and then one JSON line for machines.
 """
 from __future__ import annotations
@@ -90,6 +91,8 @@ def stage_outcome(job: str, counts: dict[str, Any]) -> str:
         return f"version {counts.get('model_version')} {'promoted' if promoted else 'not promoted'}"
     if job == "predict":
         return f"{(counts.get('predictions') or {}).get('rows', 0):,} predictions"
+    if job == "anomalies":
+        return f"{counts.get('outliers', 0):,} outliers (k {counts.get('k')})"
     return "ok"
 
 
@@ -130,6 +133,25 @@ def merge_models(into: dict[str, dict[str, Any]], day: dict[str, dict[str, Any]]
         seen["predictions_written"] += ((model.get("predict") or {}).get("predictions") or {}).get("rows", 0)
 
 
+def add_flags(into: dict[str, Any], result: dict[str, Any]) -> None:
+    """Adds up the outliers flagged and, where the run had the generator's manifest, the
+    confusion against the planted anomalies; precision and recall over all days so far."""
+    for key, counts in (result.get("stages") or {}).items():
+        if key.split(".")[1] != "anomalies" or counts.get("skipped") or counts.get("error"):
+            continue
+        into["outliers"] = into.get("outliers", 0) + counts.get("outliers", 0)
+        published = counts.get("flagged") or {}
+        into["rides"] = into.get("rides", 0) + published.get("rows", 0) + published.get("quarantined", 0)
+        manifest = counts.get("manifest") or {}
+        for name in ("true_positives", "false_positives", "false_negatives"):
+            if name in manifest:
+                into[name] = into.get(name, 0) + manifest[name]
+    if "true_positives" in into:
+        tp, fp, fn = into["true_positives"], into["false_positives"], into["false_negatives"]
+        into["precision"] = tp / (tp + fp) if tp + fp else None
+        into["recall"] = tp / (tp + fn) if tp + fn else None
+
+
 def report(config, summary: dict[str, Any]) -> str:
     """The readable summary: rows per table, quarantine reasons, gates, models, locations."""
     from deltalake import DeltaTable
@@ -165,6 +187,14 @@ def report(config, summary: dict[str, Any]) -> str:
                          f"(95% interval {interval['low']:.3f} to {interval['high']:.3f}); "
                          f"majority-class rule {model.get('zero_rule', float('nan')):.3f}")
         lines.append(f"  predictions written: {model['predictions_written']:,}")
+    flags = summary["flags"]
+    if "outliers" in flags:
+        lines += ["", f"Anomaly flags: {flags['outliers']:,} outliers among {flags['rides']:,} rides"]
+        if flags.get("precision") is not None or flags.get("recall") is not None:
+            figure = lambda value: "n/a" if value is None else f"{value:.3f}"
+            lines.append(f"  against the planted anomalies: precision {figure(flags.get('precision'))}, "
+                         f"recall {figure(flags.get('recall'))} ({flags['true_positives']:,} found, "
+                         f"{flags['false_positives']:,} false alarms, {flags['false_negatives']:,} missed)")
     lines += ["", f"Lake:        {config.lake.root}", f"Data Docs:   {config.quality.data_docs_dir}/index.html",
               f"MLflow:      {config.mlflow.tracking_uri} (open it with: make mlflow-ui)", ""]
     return "\n".join(lines)
@@ -192,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = demo_spec(args.days)
     days = [(spec.start_date + dt.timedelta(days=d)).isoformat() for d in range(args.days)]
     summary: dict[str, Any] = {"job": "demo", "env": args.env, "days": days, "status": "ok", "steps": [],
-                               "tables": {}, "models": {}}
+                               "tables": {}, "models": {}, "flags": {}}
     code = 0
     with s3_endpoint(config.s3.embedded, config.s3.endpoint_url) as endpoint:
         environ = dict(os.environ)
@@ -208,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "run_id": result.get("run_id")})
             summary["tables"].update(result.get("tables", {}))
             merge_models(summary["models"], trained_models(result))
+            add_flags(summary["flags"], result)
             if code != 0:
                 summary.update(status=result.get("status", "failed"), error=result.get("error"))
                 break
