@@ -33,8 +33,12 @@ DEMO_DATASET = "trips"
 
 
 def demo_spec(days: int):
+    """The generated data: always at least DEMO_DAYS, however many days are played, because
+    the generator's draws depend on the number of days. A shorter run plays the first days of the
+    same data, so `DAYS=2 make demo` and then `make demo` deliver identical objects for the days
+    both play (other ones would be re-deliveries, replacing what the first run ingested)."""
     from strata_dev.demo_data import DemoDataSpec
-    return DemoDataSpec(start_date=dt.date.fromisoformat(DEMO_START), days=days)
+    return DemoDataSpec(start_date=dt.date.fromisoformat(DEMO_START), days=max(days, DEMO_DAYS))
 
 
 def deliver(config, endpoint: str, spec, day: dt.date) -> dict[str, Any]:
