@@ -17,12 +17,13 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from strata import catalog
+from strata import catalog, runner
 from strata.config import load_config
 from strata.errors import QualityGateBlocked
 from strata.jobs import predict, train
 from strata.ml.estimators import positive_probability
 from strata.runner import JobContext
+from strata.runs import last_failure
 
 from conftest import REPO
 from ml_data import TINY_MODEL, gold_rows
@@ -186,3 +187,8 @@ def test_the_predictions_gate_blocks_nan_probabilities(spark, project, first_sco
     with pytest.raises(QualityGateBlocked, match="probability"):
         predict.run(ctx)
     assert DeltaTable(predictions_path(project)).version() == version
+
+    # The runner records the blocked run under the model's dataset (predict takes no --dataset),
+    # so the pipeline never takes the date's predictions for done.
+    runner._record_failure(ctx, {"status": "blocked", "error": "probability out of range"})
+    assert last_failure(ctx.lake, "trips", "predict", ctx.run_date) is not None

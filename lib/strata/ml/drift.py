@@ -1,0 +1,192 @@
+"""Drift of a column between a reference sample and a current one, from Spark aggregates.
+
+No drift library runs on Spark 4 with this stack, and collecting rows to the driver does not
+scale, so each column is first summarised in Spark into a small profile; the metrics are then
+plain arithmetic on two profiles. A profile is what a reference must keep to outlive the rows
+(the training rows' profile is stored with the model version; time travel may be vacuumed).
+
+Numeric column: inner bin edges (the reference's quantiles, so each reference bin holds about
+the same share), the rows per bin, and a grid of quantiles. A value v falls in bin i = the number
+of edges below it (v <= edges[0]: bin 0). The current sample is binned at the reference's edges.
+- population_stability_index: sum over bins of (q - p) ln(q / p), p and q the reference and
+  current shares; an empty bin's share counts as EMPTY_SHARE (else an empty bin is infinite).
+- js_distance: the square root of the Jensen-Shannon divergence of p and q, base 2 (0 to 1).
+- ks_test: statistic = the largest gap between the two cumulative shares at the edges (the
+  two-sample Kolmogorov-Smirnov statistic seen through the bins: a lower bound of the exact one,
+  short of it by at most one bin's share), pvalue from the asymptotic Kolmogorov distribution
+  with n m / (n + m) rows.
+- wasserstein_distance: the mean over the quantile grid u_j = (j + 1/2) / G of
+  |F^-1(u_j) - G^-1(u_j)|, the earth mover's distance in the column's units (exact for two
+  samples of G rows each).
+- tv_distance (half the sum of |p - q|) and l_infinity_distance (the largest |p - q|).
+Categorical column: rows per value; the same share-based distances plus chi_squared_test, the
+2 x k contingency test of reference against current counts (values absent from both dropped).
+
+Column names follow Databricks lakehouse monitoring's drift table (column_name, count_delta,
+js_distance, ks_test, wasserstein_distance, population_stability_index, chi_squared_test,
+tv_distance, l_infinity_distance), so its users find their way around.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, functions as F
+
+EMPTY_SHARE = 1e-4
+BINS = 10
+GRID = 100
+# approxQuantile's relative error: a quantile's rank is off by at most this share of the rows.
+QUANTILE_ERROR = 0.001
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    column: str
+    rows: int                  # non-null, non-NaN values
+    nulls: int                 # null or NaN
+    edges: tuple[float, ...]   # inner bin edges, increasing
+    counts: tuple[int, ...]    # rows per bin: len(edges) + 1
+    quantiles: tuple[float, ...]  # at u_j = (j + 1/2) / len(quantiles)
+
+
+@dataclass(frozen=True)
+class CategoricalProfile:
+    column: str
+    rows: int
+    nulls: int
+    counts: dict[str, int]     # rows per value, as text
+
+
+def grid(points: int) -> list[float]:
+    return [(j + 0.5) / points for j in range(points)]
+
+
+
+
+def reference_edges(df: DataFrame, columns: Sequence[str], bins: int = BINS,
+                    relative_error: float = QUANTILE_ERROR) -> dict[str, tuple[float, ...]]:
+    """Per column, the reference's quantiles at 1/bins, 2/bins, ... as inner edges (repeated
+    values collapse: a column with few distinct values gets fewer bins)."""
+    cuts = [i / bins for i in range(1, bins)]
+    found = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns]) \
+        .approxQuantile(list(columns), cuts, relative_error)
+    return {c: tuple(sorted(set(q))) for c, q in zip(columns, found)}
+
+
+def _bin(column: str, edges: Sequence[float]) -> Column:
+    """The number of edges below the value."""
+    index = F.lit(0)
+    for edge in edges:
+        index = index + (F.col(column) > F.lit(float(edge))).cast("int")
+    return index
+
+
+def numeric_profiles(df: DataFrame, edges: dict[str, tuple[float, ...]], points: int = GRID,
+                     relative_error: float = QUANTILE_ERROR) -> dict[str, NumericProfile]:
+    """Each column of edges, binned at its edges: one aggregate for the counts of every column
+    and one approxQuantile for their quantile grids."""
+    columns = list(edges)
+    # NaN as null: approxQuantile skips nulls but would sort NaN above every number
+    numbers = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns])
+    aggregates = []
+    for c in columns:
+        aggregates.append(F.count(F.when(F.col(c).isNull(), 1)).alias(f"{c}__nulls"))
+        binned = _bin(c, edges[c])
+        aggregates += [F.count(F.when(F.col(c).isNotNull() & (binned == i), 1)).alias(f"{c}__{i}")
+                       for i in range(len(edges[c]) + 1)]
+    totals = numbers.agg(*aggregates).first().asDict()
+    quantiles = numbers.approxQuantile(columns, grid(points), relative_error)
+    profiles = {}
+    for c, q in zip(columns, quantiles):
+        counts = tuple(int(totals[f"{c}__{i}"]) for i in range(len(edges[c]) + 1))
+        profiles[c] = NumericProfile(c, sum(counts), int(totals[f"{c}__nulls"]), tuple(edges[c]), counts,
+                                     tuple(float(v) for v in q))
+    return profiles
+
+
+def categorical_profiles(df: DataFrame, columns: Sequence[str]) -> dict[str, CategoricalProfile]:
+    """Rows per value of each column (as text): one aggregate per column, as many rows as values."""
+    profiles = {}
+    for c in columns:
+        rows = df.groupBy(F.col(c).cast("string").alias("value")).count().collect()
+        counts = {r.value: int(r["count"]) for r in rows if r.value is not None}
+        nulls = sum(int(r["count"]) for r in rows if r.value is None)
+        profiles[c] = CategoricalProfile(c, sum(counts.values()), nulls, counts)
+    return profiles
+
+
+# --- metrics: arithmetic on two profiles ---------------------------------------------------------
+
+def shares(counts: Sequence[int]) -> list[float]:
+    total = sum(counts)
+    return [n / total if total else 0.0 for n in counts]
+
+
+def population_stability_index(p: Sequence[float], q: Sequence[float]) -> float:
+    return sum((max(b, EMPTY_SHARE) - max(a, EMPTY_SHARE)) * math.log(max(b, EMPTY_SHARE) / max(a, EMPTY_SHARE))
+               for a, b in zip(p, q))
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    def kl(x: Sequence[float], m: Sequence[float]) -> float:
+        return sum(a * math.log2(a / b) for a, b in zip(x, m) if a > 0)
+    mid = [(a + b) / 2 for a, b in zip(p, q)]
+    return math.sqrt(max(0.0, (kl(p, mid) + kl(q, mid)) / 2))
+
+
+def ks_test(p_counts: Sequence[int], q_counts: Sequence[int]) -> dict[str, float | None]:
+    from scipy.special import kolmogorov
+
+    n, m = sum(p_counts), sum(q_counts)
+    if not n or not m:
+        return {"statistic": None, "pvalue": None}
+    gap, below_p, below_q = 0.0, 0, 0
+    for a, b in zip(p_counts[:-1], q_counts[:-1]):  # the cumulative shares at each edge
+        below_p, below_q = below_p + a, below_q + b
+        gap = max(gap, abs(below_p / n - below_q / m))
+    return {"statistic": gap, "pvalue": float(kolmogorov(gap * math.sqrt(n * m / (n + m))))}
+
+
+def wasserstein_distance(p_quantiles: Sequence[float], q_quantiles: Sequence[float]) -> float | None:
+    if not p_quantiles or len(p_quantiles) != len(q_quantiles):
+        return None
+    return sum(abs(a - b) for a, b in zip(p_quantiles, q_quantiles)) / len(p_quantiles)
+
+
+def chi_squared_test(p_counts: Sequence[int], q_counts: Sequence[int]) -> dict[str, float | None]:
+    from scipy.stats import chi2_contingency
+
+    kept = [(a, b) for a, b in zip(p_counts, q_counts) if a + b > 0]
+    if len(kept) < 2 or not sum(a for a, _ in kept) or not sum(b for _, b in kept):
+        return {"statistic": None, "pvalue": None}
+    result = chi2_contingency([[a for a, _ in kept], [b for _, b in kept]], correction=False)
+    return {"statistic": float(result.statistic), "pvalue": float(result.pvalue)}
+
+
+def _share_distances(p: list[float], q: list[float]) -> dict[str, float]:
+    return {"population_stability_index": population_stability_index(p, q), "js_distance": js_distance(p, q),
+            "tv_distance": sum(abs(a - b) for a, b in zip(p, q)) / 2,
+            "l_infinity_distance": max((abs(a - b) for a, b in zip(p, q)), default=0.0)}
+
+
+def numeric_drift(reference: NumericProfile, current: NumericProfile) -> dict:
+    """One row of the drift table for a numeric column (current binned at reference's edges)."""
+    if reference.edges != current.edges:
+        raise ValueError(f"{current.column}: the current profile is binned at other edges than the reference's")
+    return {"column_name": reference.column, "count_delta": current.rows - reference.rows,
+            **_share_distances(shares(reference.counts), shares(current.counts)),
+            "ks_test": ks_test(reference.counts, current.counts),
+            "wasserstein_distance": wasserstein_distance(reference.quantiles, current.quantiles),
+            "chi_squared_test": None}
+
+
+def categorical_drift(reference: CategoricalProfile, current: CategoricalProfile) -> dict:
+    """One row of the drift table for a categorical column, over the values of either sample."""
+    values = sorted(set(reference.counts) | set(current.counts))
+    p_counts = [reference.counts.get(v, 0) for v in values]
+    q_counts = [current.counts.get(v, 0) for v in values]
+    return {"column_name": reference.column, "count_delta": current.rows - reference.rows,
+            **_share_distances(shares(p_counts), shares(q_counts)),
+            "ks_test": None, "wasserstein_distance": None, "chi_squared_test": chi_squared_test(p_counts, q_counts)}
