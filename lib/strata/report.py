@@ -113,17 +113,22 @@ def flag_sample(lake, dataset, run_date: dt.date) -> dict:
     if not lake.exists(table):
         return {"note": f"{table.qualified_name} does not exist yet: no flags"}
     frame = lake.read(table, partitions=[{config.date_column: run_date}])
-    counts = {bool(r["is_outlier"]): r["count"] for r in frame.groupBy("is_outlier").count().collect()}
-    if not counts:
+    sizes = frame.agg(F.count(F.lit(1)).alias("rides"), F.count(F.when(F.col("is_outlier"), 1)).alias("outliers"),
+                      F.max("model_version").alias("model_version")).first()
+    if not sizes["rides"]:
         return {"note": f"{table.qualified_name} has no rides of {run_date}: no flags"}
-    outliers = (frame.where(F.col("is_outlier")).orderBy(F.desc("outlier_score")).limit(SCATTER_SAMPLE)
-                .select(x, y).collect())
-    others = (frame.where(~F.col("is_outlier")).orderBy(F.xxhash64(*dataset.keys)).limit(SCATTER_SAMPLE)
-              .select(x, y).collect())
-    version = frame.select(F.max("model_version")).first()[0]
-    return {"table": table.qualified_name, "x": x, "y": y, "rides": sum(counts.values()),
-            "outliers": counts.get(True, 0), "model_version": version,
-            "outlier_points": [(r[0], r[1]) for r in outliers], "other_points": [(r[0], r[1]) for r in others]}
+    outliers = frame.where(F.col("is_outlier")).orderBy(F.desc("outlier_score")).limit(SCATTER_SAMPLE)
+    others = frame.where(~F.col("is_outlier")).orderBy(F.xxhash64(*dataset.keys)).limit(SCATTER_SAMPLE)
+    points = outliers.select(x, y, "is_outlier").unionByName(others.select(x, y, "is_outlier")).collect()
+    return {"table": table.qualified_name, "x": x, "y": y, "rides": sizes["rides"], "outliers": sizes["outliers"],
+            "model_version": sizes["model_version"],
+            "outlier_points": [(float_or_none(r[0]), float_or_none(r[1])) for r in points if r[2]],
+            "other_points": [(float_or_none(r[0]), float_or_none(r[1])) for r in points if not r[2]]}
+
+
+def float_or_none(value: Any) -> float | None:
+    """A number of the lake (a decimal too) as a float for a figure."""
+    return None if value is None else float(value)
 
 
 def model_section(ctx, dataset, model) -> dict:
@@ -148,6 +153,7 @@ def champion_evaluation(mlflow_config, name: str) -> dict:
     from strata.ml.plots import CURVES_ARTIFACT
     from strata.tracking import CHAMPION, Tracking
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar on stderr for one file
     champion = Tracking.connect(mlflow_config).version_by_alias(name, CHAMPION)
     if champion is None:
         return {"evaluation_note": f"model {name} has no champion yet: no evaluation to show"}

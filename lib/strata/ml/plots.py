@@ -74,13 +74,16 @@ def confusion_figure(confusion: dict, title: str):
     plt = _figure()
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
     cells = [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
-    ax.imshow(cells, cmap="Blues")
+    # cells as vector shapes (no embedded image), actual 0 on top
+    ax.pcolormesh(cells, cmap="Blues", edgecolors="white", linewidth=1)
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
     top = max(max(row) for row in cells) or 1
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{cells[i][j]:,}", ha="center", va="center",
+            ax.text(j + 0.5, i + 0.5, f"{cells[i][j]:,}", ha="center", va="center",
                     color="white" if cells[i][j] > top / 2 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["0", "1"], yticklabels=["0", "1"],
+    ax.set(xticks=[0.5, 1.5], yticks=[0.5, 1.5], xticklabels=["0", "1"], yticklabels=["0", "1"],
            xlabel="predicted", ylabel="actual", title=f"{title}: confusion")
     return fig
 
