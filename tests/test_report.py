@@ -135,13 +135,17 @@ def test_the_page_holds_the_runs_numbers_and_figures_and_nothing_external():
     assert page.column("stages", "seconds")["all stages"] == "13"
     assert "rows_written=12,345" in page.column("stages", "counts")["trips.ingest"]
     assert "predictions.rows=900" in page.column("stages", "counts")["trips.predict.tips"]
+    assert page.column("stages", "result") == {
+        "trips.ingest": "12,345 rows from 3 new object(s)", "trips.silver": "12,000 rows upserted, 345 quarantined",
+        "trips.gold": "no new data and already completed for this run date",
+        "trips.predict.tips": "900 predictions of 0 rows", "all stages": ""}
     # rows and versions per table, in layer order
     assert [row[1:] for row in page.tables["tables"][1:]] == [
         ["bronze.trips", "3", "12,345"], ["silver.trips", "7", "12,000"], ["quality.results", "9", "4,321"]]
     assert page.tables["quality"][1] == ["silver", "silver.trips", "2", "1", "0", "1"]
     assert page.tables["quality-failures"][1] == ["silver.trips", "expect_column_values_to_be_between",
                                                   "fare_amount", "warn", "17", "12,345"]
-    assert page.tables["flags-trips"][1] == ["gold.trips_flagged", "500", "2", "0.004", "4"]
+    assert page.tables["flags-trips"][1] == ["gold.trips_flagged", "500", "2", "0.40%", "4"]
     assert page.tables["evaluation-tips"][1] == ["2", "200", "0.871", "0.802", "0.5", "0.437", "70", "10", "90", "30"]
     scores = page.tables["scores-table-tips"]
     assert scores[0] == ["probability", "champion rows", "shadow rows"]
@@ -164,7 +168,7 @@ def test_text_is_escaped_and_a_failed_run_shows_its_error():
     assert "script" not in page.tags and "<b>bad" not in text and "&lt;b&gt;bad&lt;/b&gt;" in text
     assert "ValueError: <script>alert(1)</script> & more" in "".join(page.text)
     assert page.column("stages", "outcome")["trips.silver"] == "failed"
-    assert page.column("stages", "error or reason")["trips.silver"] == "ValueError: <b>bad</b>"
+    assert page.column("stages", "result")["trips.silver"] == "ValueError: <b>bad</b>"
 
 
 def test_a_section_without_its_data_is_one_line():

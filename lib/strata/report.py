@@ -71,8 +71,12 @@ def gather(ctx, summary: dict) -> dict:
         quality = _unavailable("quality/results", exc)
     datasets = []
     for name in summary.get("datasets") or []:
-        dataset = ctx.config.dataset(name)
         entry: dict[str, Any] = {"name": name, "models": []}
+        datasets.append(entry)
+        if name not in ctx.config.datasets:
+            entry["anomalies"] = {"note": f"no dataset {name} is configured"}
+            continue
+        dataset = ctx.config.dataset(name)
         if dataset.anomalies is None:
             entry["anomalies"] = {"note": f"dataset {name} has no anomalies section: no flags"}
         else:
@@ -83,7 +87,6 @@ def gather(ctx, summary: dict) -> dict:
         if ctx.config.pipeline.models:
             for model in ctx.config.models_of(name):
                 entry["models"].append(model_section(ctx, dataset, model))
-        datasets.append(entry)
     return {"quality": quality, "datasets": datasets}
 
 
@@ -196,8 +199,8 @@ def svg(fig) -> str:
     try:
         fig.tight_layout()
         with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "strata"}):
-            fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None,
-                                                        "Type": None})
+            fig.savefig(buffer, format="svg", bbox_inches="tight",
+                        metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     finally:
         plt.close(fig)
     text = buffer.getvalue()
@@ -213,7 +216,7 @@ def histogram_figure(bins: int, per_role: dict[str, list[int]], thresholds: dict
     from strata.ml.plots import _figure
 
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 1.0 / bins
     lefts = [i * width for i in range(bins)]
     for role, counts in per_role.items():
@@ -225,7 +228,7 @@ def histogram_figure(bins: int, per_role: dict[str, list[int]], thresholds: dict
         ax.axvline(threshold, linestyle="--", color="black" if role == "champion" else "#e45756", linewidth=0.9,
                    label=f"{role} threshold {threshold:.3f}")
     ax.set(xlabel="predicted probability of class 1", ylabel="rows", xlim=(0, 1), title=f"{title}: scores")
-    ax.legend(loc="upper center", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return fig
 
 
@@ -233,7 +236,7 @@ def scatter_figure(outliers: list[tuple], others: list[tuple], x: str, y: str, t
     from strata.ml.plots import _figure
 
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
 
     def finite(points):
         return [(a, b) for a, b in points if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
@@ -248,7 +251,7 @@ def scatter_figure(outliers: list[tuple], others: list[tuple], x: str, y: str, t
     ax.set_yscale("symlog", linthresh=0.1)
     ax.set(xlabel=f"{x} (symmetric log)", ylabel=f"{y} (symmetric log)", title=f"{title}: {x} vs {y}")
     ax.grid(True, linewidth=0.3, alpha=0.5)
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", markerscale=2)
     return fig
 
 
@@ -256,7 +259,7 @@ def scatter_figure(outliers: list[tuple], others: list[tuple], x: str, y: str, t
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:1.5rem 2rem;color:#222;
-max-width:1200px}
+max-width:1400px}
 h1{font-size:1.5rem;margin-bottom:.3rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 h3{font-size:1.05rem;margin-top:1.4rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
@@ -266,6 +269,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#555;font-style:italic}.counts{font-size:.78rem;color:#444}
 .error{background:#fdecea;border:1px solid #f5c2c0;padding:.5rem;white-space:pre-wrap}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
+details summary{cursor:pointer;color:#555}
 figure svg{max-width:100%;height:auto}figcaption{font-size:.8rem;color:#555;max-width:36rem}
 """
 
@@ -329,6 +333,36 @@ def scalar_counts(counts: dict) -> list[tuple[str, Any]]:
     return pairs
 
 
+def stage_result(job: str, counts: dict) -> str:
+    """A few words on what a stage did: its error, why it was skipped, or its main numbers."""
+    if counts.get("error"):
+        return str(counts["error"])
+    if counts.get("skipped"):
+        return str(counts["skipped"])
+
+    def count(*path):
+        value: Any = counts
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return _number(value if value is not None else 0)
+
+    if job == "ingest":
+        return f"{count('rows_written')} rows from {count('objects_new')} new object(s)"
+    if job == "silver":
+        return f"{count('upserted')} rows upserted, {count('quarantined')} quarantined"
+    if job == "gold":
+        return f"{count('features', 'rows')} feature rows, {count('partitions')} partition(s)"
+    if job == "anomalies":
+        return f"{count('flagged', 'rows')} rides flagged, {count('outliers')} outlier(s)"
+    if job == "train":
+        promotion = counts.get("promotion") or {}
+        return (f"version {counts.get('model_version')} "
+                f"{'promoted' if promotion.get('promoted') else 'not promoted'}: {promotion.get('reason', '')}")
+    if job == "predict":
+        return f"{count('predictions', 'rows')} predictions of {count('rows_scored')} rows"
+    return ""
+
+
 def _stages_html(stages: dict) -> str:
     if not stages:
         return _note("no stage ran")
@@ -338,12 +372,13 @@ def _stages_html(stages: dict) -> str:
         outcome = stage_outcome(counts)
         seconds = counts.get("duration_seconds")
         total += seconds or 0.0
-        detail = counts.get("error") or counts.get("skipped") or ""
+        job = key.split(".")[1] if "." in key else key
         shown = ", ".join(f"{_e(k)}={_number(v)}" for k, v in scalar_counts(counts))
-        rows.append([_e(key), f'<span class="{_slug(outcome)}">{_e(outcome)}</span>', seconds, _e(detail),
-                     f'<span class="counts">{shown}</span>'])
+        rows.append([_e(key), f'<span class="{_slug(outcome)}">{_e(outcome)}</span>', seconds,
+                     _e(stage_result(job, counts)),
+                     f'<details><summary>all</summary><span class="counts">{shown}</span></details>' if shown else ""])
     rows.append(["<b>all stages</b>", "", round(total, 1), "", ""])
-    return _table("stages", ["stage", "outcome", "seconds", "error or reason", "counts"], rows, numeric={2})
+    return _table("stages", ["stage", "outcome", "seconds", "result", "counts"], rows, numeric={2})
 
 
 def _tables_html(tables: dict) -> str:
@@ -397,9 +432,9 @@ def _anomalies_html(name: str, flags: dict) -> str:
     others = flags["rides"] - flags["outliers"]
     caption = (f"{flags['x']} against {flags['y']} of the run date's rides in {flags['table']}, symmetric log axes; "
                f"{shown} and {len(flags['other_points']):,} of {others:,} other rides (a fixed sample by key hash).")
+    share = f"{flags['outliers'] / flags['rides']:.2%}" if flags["rides"] else ""
     table = _table(f"flags-{_slug(name)}", ["table", "rides", "outliers", "outlier share", "model version"],
-                   [[_e(flags["table"]), flags["rides"], flags["outliers"],
-                     flags["outliers"] / flags["rides"] if flags["rides"] else None, _e(flags["model_version"])]],
+                   [[_e(flags["table"]), flags["rides"], flags["outliers"], share, _e(flags["model_version"])]],
                    numeric={1, 2, 3})
     figure = svg(scatter_figure(flags["outlier_points"], flags["other_points"], flags["x"], flags["y"], name))
     return table + _figure_html(figure_id, figure, caption)
