@@ -173,7 +173,7 @@ def test_text_is_escaped_and_a_failed_run_shows_its_error():
 
 def test_a_section_without_its_data_is_one_line():
     summary, _ = small_run()
-    summary.update(stages={}, tables={})
+    summary.update(stages={"trips.anomalies": {"skipped": "no ride on 2024-01-03 in silver.trips"}}, tables={})
     gathered = {"quality": {"rows": []}, "datasets": [
         {"name": "trips", "anomalies": {"note": "gold.trips_flagged has no rides of 2024-01-03: no flags"},
          "models": [{"name": "tips", "evaluation_note": "model tips has no champion yet: no evaluation to show",
@@ -181,9 +181,11 @@ def test_a_section_without_its_data_is_one_line():
         {"name": "sensors", "anomalies": {"note": "dataset sensors has no anomalies section: no flags"}, "models": []}]}
     text = report.render(summary, gathered, "now")
     page = Page(text)
-    assert not page.figures and set(page.tables) == set()
-    for line in ("no stage ran", "no table was recorded by this run", "no quality gate ran in this run",
-                 "gold.trips_flagged has no rides of 2024-01-03: no flags",
+    assert not page.figures and set(page.tables) == {"stages"}
+    assert report.render({**summary, "stages": {}}, gathered, "now").count('<p class="note">no stage ran</p>') == 1
+    for line in ("no table was recorded by this run", "no quality gate ran in this run",
+                 "gold.trips_flagged has no rides of 2024-01-03: no flags (this run&#x27;s anomalies stage was "
+                 "skipped: no ride on 2024-01-03 in silver.trips)",
                  "model tips has no champion yet: no evaluation to show",
                  "gold.tips_predictions does not exist yet: no predictions",
                  "dataset sensors has no anomalies section: no flags",

@@ -519,7 +519,11 @@ def render(summary: dict, gathered: dict, generated_at: str) -> str:
             "<h2>Quality results</h2>", _quality_html(gathered.get("quality") or {"rows": []})]
     for dataset in gathered.get("datasets") or []:
         name = dataset["name"]
-        body += [f"<h2>Anomaly flags: {_e(name)}</h2>", _anomalies_html(name, dataset.get("anomalies") or {})]
+        flags = dataset.get("anomalies") or {}
+        skipped = ((summary.get("stages") or {}).get(f"{name}.anomalies") or {}).get("skipped")
+        if "note" in flags and skipped:
+            flags = {"note": f"{flags['note']} (this run's anomalies stage was skipped: {skipped})"}
+        body += [f"<h2>Anomaly flags: {_e(name)}</h2>", _anomalies_html(name, flags)]
         if not dataset.get("models"):
             body.append(f"<h2>Models: {_e(name)}</h2>" + _note(f"no model is trained on {name} in this pipeline"))
         for model in dataset.get("models") or []:
