@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -15,6 +16,7 @@ from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from conftest import REPO
+from test_report import Page, assert_self_contained
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,22 @@ def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_noth
     assert flags["outliers"] == sum(flagged.column("is_outlier").to_pylist()) > 0
     assert flags["recall"] >= 0.8 and flags["precision"] >= 0.5, flags
     assert f"precision {flags['precision']:.3f}, recall {flags['recall']:.3f}" in output
+
+    # the run report of each day, beside the Data Docs: the last day's named in the summary, holding
+    # the tables as its run's JSON line has them, the stages with their seconds, and the figures
+    reports = [step["report"] for step in first["steps"]]
+    assert [Path(r).parent for r in reports] == [tmp_path / "reports"] * 2 and all(Path(r).exists() for r in reports)
+    assert f"Run report:  {reports[-1]} (2024-01-02; " in output
+    text = Path(reports[-1]).read_text()
+    page = Page(text)
+    assert_self_contained(page, text)
+    shown = {row[1]: (int(row[2]), int(row[3].replace(",", ""))) for row in page.tables["tables"][1:]}
+    assert shown and all(shown[name] == (first["tables"][name]["version"], first["tables"][name]["rows"])
+                         for name in shown)
+    assert page.column("stages", "outcome")["trips.predict.tips"] == "ok"
+    assert all(float(seconds) >= 0 for seconds in page.column("stages", "seconds").values())
+    assert {"scatter-trips", "roc-tips", "pr-tips", "confusion-tips", "scores-tips"} <= set(page.figures)
+    assert page.tables["evaluation-tips"][1][0] == "1"  # the champion's curves
 
     mlflow.set_tracking_uri(store)
     client = MlflowClient()

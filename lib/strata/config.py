@@ -301,6 +301,14 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    # The pipeline writes one HTML run report per run here, <run_date>_<run_id>.html (a local
+    # folder on the driver; relative to the project root). None: beside the Data Docs, i.e.
+    # <quality.data_docs_dir>/../reports (.strata/reports by default).
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     # After a dataset's stages, train and predict each model of conf/models/ on it (strata.jobs.pipeline).
     models: bool = True
@@ -318,6 +326,7 @@ class Config:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -370,12 +379,18 @@ def load_config(env: str, conf_dir: str | Path | None = None,
     datasets = {name: dataclasses.replace(d, source=dataclasses.replace(
                     d.source, path=_resolve_folder(d.source.path, conf_dir.parent)))
                 for name, d in config.datasets.items() if d.source.path is not None}
+    if config.reports.dir is not None and "://" in config.reports.dir:
+        raise ConfigError(f"reports.dir ({origins.get(('reports', 'dir'), 'config')}): must be a local folder, "
+                          "not a URI (the driver writes the run reports)")
+    docs = _resolve_root(config.quality.data_docs_dir, conf_dir.parent)
+    reports = (str(Path(docs).parent / "reports") if config.reports.dir is None
+               else _resolve_root(config.reports.dir, conf_dir.parent))
     return dataclasses.replace(
         config, lake=dataclasses.replace(config.lake, root=_resolve_root(config.lake.root, conf_dir.parent)),
-        quality=dataclasses.replace(config.quality, data_docs_dir=_resolve_root(
-            config.quality.data_docs_dir, conf_dir.parent)),
+        quality=dataclasses.replace(config.quality, data_docs_dir=docs),
         datasets={**config.datasets, **datasets},
-        mlflow=_resolve_mlflow(config.mlflow, conf_dir.parent))
+        mlflow=_resolve_mlflow(config.mlflow, conf_dir.parent),
+        reports=dataclasses.replace(config.reports, dir=reports))
 
 
 def _resolve_mlflow(mlflow: MlflowConfig, project_root: Path) -> MlflowConfig:

@@ -157,7 +157,8 @@ def add_flags(into: dict[str, Any], result: dict[str, Any]) -> None:
 
 
 def report(config, summary: dict[str, Any]) -> str:
-    """The readable summary: rows per table, quarantine reasons, gates, models, locations."""
+    """The readable summary: rows per table, quarantine reasons, gates, models, locations (the
+    last day's run report among them)."""
     from deltalake import DeltaTable
 
     lines = ["", f"Strata demo, {summary['days'][0]} to {summary['days'][-1]}: {summary['status'].upper()}", "",
@@ -199,8 +200,11 @@ def report(config, summary: dict[str, Any]) -> str:
             lines.append(f"  against the planted anomalies: precision {figure(flags.get('precision'))}, "
                          f"recall {figure(flags.get('recall'))} ({flags['true_positives']:,} found, "
                          f"{flags['false_positives']:,} false alarms, {flags['false_negatives']:,} missed)")
+    last = (summary.get("steps") or [{}])[-1]
     lines += ["", f"Lake:        {config.lake.root}", f"Data Docs:   {config.quality.data_docs_dir}/index.html",
-              f"MLflow:      {config.mlflow.tracking_uri} (open it with: make mlflow-ui)", ""]
+              f"MLflow:      {config.mlflow.tracking_uri} (open it with: make mlflow-ui)",
+              f"Run report:  {last['report']} ({last['run_date']}; one per run in {config.reports.dir})"
+              if last.get("report") else f"Run report:  none written (see {config.reports.dir})", ""]
     return "\n".join(lines)
 
 
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             code, result = run_step("pipeline", args.env, ["--run-date", day, "--dataset", DEMO_DATASET], environ)
             print(progress_line(day, result, time.monotonic() - started), file=sys.stderr, flush=True)
             summary["steps"].append({"job": "pipeline", "run_date": day, "status": result.get("status"),
-                                     "run_id": result.get("run_id")})
+                                     "run_id": result.get("run_id"), "report": result.get("report")})
             summary["tables"].update(result.get("tables", {}))
             merge_models(summary["models"], trained_models(result))
             add_flags(summary["flags"], result)

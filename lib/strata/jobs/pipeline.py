@@ -8,13 +8,20 @@ already completed this run date after its inputs' last change on that date: a re
 nothing new, of the latest date or an earlier one, changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
 skipped. A model is trained again only once the newest version trained with its config is
 retrain_after_days old (or the config changed); predict is skipped when it already scored
-the run date after the features' last change with the versions the registry names now."""
+the run date after the features' last change with the versions the registry names now.
+
+Each stage's counts hold its wall-clock duration_seconds. At the end of every run that got to
+start, failed ones included, the pipeline writes its HTML run report (strata.report) to
+reports.dir and puts its path in the counts (`report`); a report that cannot be written is
+logged and noted (`report_error`) and changes nothing else."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
 import importlib
+import logging
+import time
 from typing import Callable
 
 from strata import catalog, stages
@@ -24,6 +31,8 @@ from strata.lake import Lake, TableSpec
 from strata.runner import JobContext
 from strata.runs import last_failure, record_failure
 from strata.tracking import Tracking
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +89,7 @@ def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body
     """body()'s counts, in the pipeline's results under key whatever the outcome; a failure is
     recorded in ops.failed_runs (so the stage is never skipped for the date) and raised."""
     results = ctx.counts["stages"]
+    started = time.monotonic()
     try:
         results[key] = body()
         return results[key]
@@ -88,6 +98,8 @@ def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body
         record_failure(step_ctx.lake, dataset, step_ctx.job, ctx.run_date, ctx.run_id, run_status(exc), str(exc))
         raise
     finally:
+        if isinstance(results.get(key), dict):
+            results[key]["duration_seconds"] = round(time.monotonic() - started, 1)
         ctx.tables.update(step_ctx.tables)
 
 
@@ -129,6 +141,44 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
 
 
 def run(ctx: JobContext) -> dict:
+    """Every stage of each dataset (then its models), and the run report whatever the outcome."""
+    finished, failure = False, None
+    try:
+        result = run_stages(ctx)
+        finished = True
+        return result
+    except Exception as exc:
+        failure = exc
+        raise
+    finally:
+        if finished or failure is not None:  # not on an interrupt
+            write_report(ctx, failure)
+
+
+def write_report(ctx: JobContext, failure: Exception | None) -> None:
+    """The run report (strata.report) with the numbers of the run's summary line; its path in
+    counts["report"]. Never raises: a report error is logged and in counts["report_error"], the
+    run's outcome and error stay as they are."""
+    from strata import report
+
+    try:
+        ctx.refresh_tables()  # the versions and rows the summary line will show
+        summary = {"job": ctx.job, "env": ctx.env, "run_id": ctx.run_id, "run_date": ctx.run_date.isoformat(),
+                   "status": "ok" if failure is None else run_status(failure),
+                   "datasets": ctx.counts.get("datasets") or [], "stages": ctx.counts.get("stages") or {},
+                   "tables": ctx.tables}
+        if failure is not None:
+            text = str(failure).strip()
+            summary["error"] = (text if isinstance(failure, QualityGateBlocked) else
+                                f"{type(failure).__name__}: {text.splitlines()[0] if text else ''}")
+        ctx.counts["report"] = str(report.write_run_report(ctx, summary))
+        log.info("pipeline: run report %s", ctx.counts["report"])
+    except Exception as exc:  # noqa: BLE001 - a report never changes the run's outcome
+        log.warning("pipeline: the run report could not be written", exc_info=True)
+        ctx.counts["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
+
+
+def run_stages(ctx: JobContext) -> dict:
     datasets = ctx.args.dataset or sorted(ctx.config.datasets)
     ctx.counts.setdefault("stages", {})
     ctx.counts["datasets"] = datasets

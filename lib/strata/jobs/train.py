@@ -267,6 +267,10 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
                    "positive_rate": outcome["zero_rule"].get("positive_rate", 0.0)}
             plots.write_all(folder / "plots", curves, auc, outcome["metrics"]["confusion"],
                             outcome["calibration"], outcome["importances"], model.name)
+            # The same points as data: the run report draws the champion's curves from them.
+            (folder / plots.CURVES_ARTIFACT).parent.mkdir(parents=True)
+            (folder / plots.CURVES_ARTIFACT).write_text(json.dumps(
+                plots.evaluation_record(curves, auc, outcome["metrics"], outcome["threshold"])))
             (folder / "datasheet.md").write_text(datasheet(ctx, dataset, model, table, version, outcome))
             (folder / "tuning.json").write_text(json.dumps(outcome["tuning"], indent=2, default=str))
             mlflow.log_artifacts(str(folder))

@@ -8,6 +8,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+# Where train logs evaluation_record in its MLflow run (the run report reads the champion's).
+CURVES_ARTIFACT = "evaluation/curves.json"
+
 
 def curve_points(scored: DataFrame, label: str, score: str, resolution: int = 1000) -> dict[str, list[float]]:
     """ROC (fpr, tpr) and PR (recall, precision) points, thresholds from high to low."""
@@ -27,11 +30,62 @@ def curve_points(scored: DataFrame, label: str, score: str, resolution: int = 10
     return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
 
 
+def evaluation_record(curves: dict, auc: dict, metrics: dict, threshold: float) -> dict:
+    """The test evaluation as plain data (train logs it as evaluation/curves.json): the curve
+    points rounded to 6 digits, the areas, the positive rate, threshold and confusion matrix."""
+    return {"roc": {k: [round(v, 6) for v in curves[k]] for k in ("fpr", "tpr")},
+            "pr": {k: [round(v, 6) for v in curves[k]] for k in ("recall", "precision")},
+            "roc_auc": auc["roc_auc"], "pr_auc": auc["pr_auc"], "positive_rate": auc["positive_rate"],
+            "threshold": float(threshold), "rows": metrics.get("rows"),
+            "confusion": {k: int(v) for k, v in metrics["confusion"].items()}}
+
+
 def _figure():
     import matplotlib
     matplotlib.use("Agg")  # no display on a cluster driver
     import matplotlib.pyplot as plt
     return plt
+
+
+def roc_figure(curves: dict, auc: dict, title: str):
+    """The ROC curve (false against true positive rate) with its area and the chance diagonal."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(curves["fpr"], curves["tpr"], label=f"ROC AUC {auc['roc_auc']:.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: ROC")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def pr_figure(curves: dict, auc: dict, title: str):
+    """The precision-recall curve with its area (average precision) and the positive rate."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(curves["recall"], curves["precision"], label=f"PR AUC {auc['pr_auc']:.3f}")
+    ax.axhline(auc["positive_rate"], linestyle="--", color="grey", linewidth=0.8, label="positive rate")
+    ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"{title}: precision-recall")
+    ax.legend(loc="lower left")
+    return fig
+
+
+def confusion_figure(confusion: dict, title: str):
+    """The confusion matrix (actual by predicted) with its counts."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    cells = [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
+    # cells as vector shapes (no embedded image), actual 0 on top
+    ax.pcolormesh(cells, cmap="Blues", edgecolors="white", linewidth=1)
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
+    top = max(max(row) for row in cells) or 1
+    for i in range(2):
+        for j in range(2):
+            ax.text(j + 0.5, i + 0.5, f"{cells[i][j]:,}", ha="center", va="center",
+                    color="white" if cells[i][j] > top / 2 else "black")
+    ax.set(xticks=[0.5, 1.5], yticks=[0.5, 1.5], xticklabels=["0", "1"], yticklabels=["0", "1"],
+           xlabel="predicted", ylabel="actual", title=f"{title}: confusion")
+    return fig
 
 
 def write_all(folder: Path, curves: dict, auc: dict, confusion: dict, calibration: list[tuple],
@@ -48,29 +102,9 @@ def write_all(folder: Path, curves: dict, auc: dict, confusion: dict, calibratio
         plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(curves["fpr"], curves["tpr"], label=f"ROC AUC {auc['roc_auc']:.3f}")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: ROC")
-    ax.legend(loc="lower right")
-    save(fig, "roc.png")
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(curves["recall"], curves["precision"], label=f"PR AUC {auc['pr_auc']:.3f}")
-    ax.axhline(auc["positive_rate"], linestyle="--", color="grey", linewidth=0.8, label="positive rate")
-    ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"{title}: precision-recall")
-    ax.legend(loc="lower left")
-    save(fig, "pr.png")
-
-    fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    cells = [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
-    ax.imshow(cells, cmap="Blues")
-    for i in range(2):
-        for j in range(2):
-            ax.text(j, i, f"{cells[i][j]:,}", ha="center", va="center")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["0", "1"], yticklabels=["0", "1"],
-           xlabel="predicted", ylabel="actual", title=f"{title}: confusion")
-    save(fig, "confusion_matrix.png")
+    save(roc_figure(curves, auc, title), "roc.png")
+    save(pr_figure(curves, auc, title), "pr.png")
+    save(confusion_figure(confusion, title), "confusion_matrix.png")
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
