@@ -130,7 +130,7 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     features, table = catalog.features(dataset), catalog.predictions(model, dataset)
     versions = {role: str(v.version) for role, v in predict.scoring_versions(Tracking.connect(ctx.config.mlflow), model)}
     if up_to_date(ctx.lake, dataset.name, table, "predict", ctx.run_date, features):
-        partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
+        partitions = predict.partitions_to_score(ctx.lake, features, ctx.run_date)
         scored = {(r.role, r.model_version) for r in ctx.lake.read(table, partitions=partitions)
                   .select("role", "model_version").distinct().collect()} if partitions else set()
         if scored == set(versions.items()):
@@ -142,17 +142,13 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
 
 def run(ctx: JobContext) -> dict:
     """Every stage of each dataset (then its models), and the run report whatever the outcome."""
-    finished, failure = False, None
     try:
         result = run_stages(ctx)
-        finished = True
-        return result
-    except Exception as exc:
-        failure = exc
+    except Exception as exc:  # an interrupt (not an Exception) writes none
+        write_report(ctx, exc)
         raise
-    finally:
-        if finished or failure is not None:  # not on an interrupt
-            write_report(ctx, failure)
+    write_report(ctx, None)
+    return result
 
 
 def write_report(ctx: JobContext, failure: Exception | None) -> None:

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from strata import catalog, publish
 from strata.config import DatasetConfig, ModelConfig
+from strata.lake import Lake, TableSpec
 from strata.runner import JobContext
 from strata.tracking import CHALLENGER, CHAMPION, Tracking
 
@@ -78,6 +79,13 @@ def scored(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig, role: st
         F.lit(scored_at).alias("scored_at"), F.lit(run_id).alias("run_id"))
 
 
+def partitions_to_score(lake: Lake, features: TableSpec, run_date: dt.date) -> list[dict]:
+    """The features partitions gold's commits of the run date changed (they record them); every
+    partition when one of them did not (commits written before partitions were recorded)."""
+    partitions = lake.changed_partitions(features, run_date.isoformat())
+    return lake.partition_values(features) if partitions is None else partitions
+
+
 def run(ctx: JobContext) -> dict:
     model = ctx.config.model(ctx.args.model)
     dataset = ctx.config.dataset(model.dataset)
@@ -88,11 +96,7 @@ def run(ctx: JobContext) -> dict:
     counts.update(model=model.name, **{f"{role}_version": str(v.version) for role, v in versions})
     if not ctx.lake.exists(features):
         raise FileNotFoundError(f"{features.qualified_name} does not exist: run gold for {dataset.name} first")
-    # gold's commits of the run date say which partitions they changed; every partition when one
-    # of them did not record it (commits written before partitions were recorded)
-    partitions = ctx.lake.changed_partitions(features, ctx.run_date.isoformat())
-    if partitions is None:
-        partitions = ctx.lake.partition_values(features)
+    partitions = partitions_to_score(ctx.lake, features, ctx.run_date)
     counts.update(partitions=len(partitions), no_new_data=not partitions)
     if not partitions:
         return counts
