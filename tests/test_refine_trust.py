@@ -2,6 +2,7 @@
 Small hand-made objects on the local S3 endpoint, the jobs run in process, tables read back."""
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -238,3 +239,58 @@ def test_the_pipeline_never_skips_a_stage_whose_last_run_failed(spark, tmp_path,
     stages = pipeline_stages()
     assert "skipped" in stages["trips.silver"] and "features" in stages["trips.gold"]
     assert "skipped" in pipeline_stages()["trips.gold"]  # and once it succeeded, it is done
+
+
+@pytest.mark.slow
+def test_a_backfill_runs_its_dates_in_order_stops_at_a_failed_one_and_goes_on_from_it(lake, monkeypatch):
+    d3 = D2 + dt.timedelta(days=1)
+    for n, day in enumerate((D1, D2, d3)):
+        lake.put(f"{day:%Y/%m/%d}/a.csv", trip(f"k{n}", pickup=f"{day} 10:00:00"))
+
+    def backfill():
+        ctx = job_context(lake.spark, "pipeline", None, dt.date(2024, 2, 1),
+                          {**lake.environ, "STRATA_PIPELINE__MODELS": "false"}, from_date=D1, to_date=d3)
+        ctx.args.dataset, ctx.args.run_date = ["trips"], None  # as spark-submit parses --from/--to
+        return ctx
+
+    real_silver = silver.run
+
+    def silver_failing_on_d2(ctx):
+        if ctx.run_date == D2:
+            raise RuntimeError("injected: the executors were lost")
+        return real_silver(ctx)
+
+    monkeypatch.setattr(silver, "run", silver_failing_on_d2)
+    failed = backfill()
+    with pytest.raises(RuntimeError, match="injected"):
+        pipeline.run(failed)
+    days = failed.counts["days"]
+    assert list(days) == [D1.isoformat(), D2.isoformat()] and failed.counts["failed_date"] == D2.isoformat()
+    assert days[D1.isoformat()]["status"] == "ok" and days[D2.isoformat()]["status"] == "failed"
+    assert "error" in days[D2.isoformat()]["stages"]["trips.silver"]  # d3 never started
+    # ingest takes every new object whatever its folder's date: all three trips came in on D1
+    assert sorted(lake.silver()) == ["k0", "k1", "k2"]
+    assert [(r["job"], str(r["run_date"])) for r in lake.table("ops/failed_runs")] == [("silver", D2.isoformat())]
+
+    monkeypatch.setattr(silver, "run", real_silver)
+    resumed = backfill()
+    assert list(pipeline.run(resumed)["days"]) == [D1.isoformat(), D2.isoformat(), d3.isoformat()]
+    stages = {day: outcome["stages"] for day, outcome in resumed.counts["days"].items()}
+    # the date done is a no-op; the failed one runs again (never skipped after a failure), then d3
+    assert all("skipped" in stages[D1.isoformat()][f"trips.{job}"] for job in ("silver", "gold"))
+    assert "skipped" not in stages[D2.isoformat()]["trips.silver"] and "failed_date" not in resumed.counts
+    assert all(outcome["status"] == "ok" and outcome["report"] for outcome in resumed.counts["days"].values())
+    assert sorted(lake.silver()) == ["k0", "k1", "k2"]
+    assert sum(lake.daily_trips().values()) == 3  # each trip counted once
+
+
+def test_a_backfill_range_must_be_whole_and_forwards():
+    def args(**given):
+        return argparse.Namespace(**{"run_date": None, "from_date": None, "to_date": None, **given})
+
+    assert pipeline.run_dates(args(), D1) == [D1]
+    assert pipeline.run_dates(args(from_date=D1, to_date=D2), None) == [D1, D2]
+    for bad, message in ((args(from_date=D1), "go together"), (args(from_date=D2, to_date=D1), "after"),
+                         (args(run_date=D1, from_date=D1, to_date=D2), "not both")):
+        with pytest.raises(ValueError, match=message):
+            pipeline.run_dates(bad, D1)

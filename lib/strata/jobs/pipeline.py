@@ -1,12 +1,14 @@
 """Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
 Spark application, in the order their inputs and outputs give, then (with pipeline.models) the
 train and predict jobs for each model of the dataset. Stops at the first stage that fails; the
-job then exits with that stage's code (2 for a blocking gate, 1 otherwise).
+job then exits with that stage's code (2 for a blocking gate, 1 otherwise). With --from/--to it
+runs each date of the range in order, in the same application, and stops at the first date that
+fails; the same range run again goes on from there, as the dates done are no-ops.
 
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after its inputs' last change on that date: a re-run with
-nothing new, of the latest date or an earlier one, changes no table. A stage whose last run for the date failed (ops.failed_runs) is never
-skipped. A model is trained again only once the newest version trained with its config is
+nothing new, of the latest date or an earlier one, changes no table. A stage whose last run for
+the date failed (ops.failed_runs) is never skipped. A model is trained again only once the newest version trained with its config is
 retrain_after_days old (or the config changed); predict is skipped when it already scored
 the run date after the features' last change with the versions the registry names now.
 
@@ -28,7 +30,7 @@ from strata import catalog, stages
 from strata.config import DatasetConfig, ModelConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import Lake, TableSpec
-from strata.runner import JobContext
+from strata.runner import JobContext, run_date_arg
 from strata.runs import last_failure, record_failure
 from strata.tracking import Tracking
 
@@ -38,6 +40,27 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", action="append",
                         help="dataset to run (repeatable; default: every configured dataset)")
+    parser.add_argument("--from", dest="from_date", type=run_date_arg, default=None, metavar="YYYY-MM-DD",
+                        help="backfill: run every date from this one to --to, in order, instead of --run-date; "
+                             "stops at the first date that fails (run the same range again to go on from it: "
+                             "the dates done are no-ops)")
+    parser.add_argument("--to", dest="to_date", type=run_date_arg, default=None, metavar="YYYY-MM-DD",
+                        help="backfill: the last date (with --from)")
+
+
+def run_dates(args: argparse.Namespace, run_date: dt.date) -> list[dt.date]:
+    """The run date, or every date of --from..--to. ValueError for half a range, a range
+    backwards, or a range with --run-date."""
+    start, end = getattr(args, "from_date", None), getattr(args, "to_date", None)
+    if start is None and end is None:
+        return [run_date]
+    if start is None or end is None:
+        raise ValueError("--from and --to go together")
+    if getattr(args, "run_date", None) is not None:
+        raise ValueError("give --run-date or --from/--to, not both")
+    if start > end:
+        raise ValueError(f"--from {start} is after --to {end}")
+    return [start + dt.timedelta(days=d) for d in range((end - start).days + 1)]
 
 
 def up_to_date(lake: Lake, dataset: str, last_output: TableSpec, job: str, run_date, source: TableSpec) -> bool:
@@ -141,7 +164,32 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
 
 
 def run(ctx: JobContext) -> dict:
-    """Every stage of each dataset (then its models), and the run report whatever the outcome."""
+    """One run date, or each date of a backfill in order (stopping at the first that fails:
+    its exception is the run's). The counts of a backfill hold each date's outcome, stages and
+    report under `days`."""
+    dates = run_dates(ctx.args, ctx.run_date)
+    if getattr(ctx.args, "from_date", None) is None:
+        return run_one_date(ctx)
+    ctx.counts.update({"from": dates[0].isoformat(), "to": dates[-1].isoformat(), "days": {}})
+    for day in dates:
+        day_ctx = dataclasses.replace(ctx, run_date=day, tables={}, _lake=None)
+        outcome = {"status": "ok"}
+        try:
+            run_one_date(day_ctx)
+        except Exception as exc:
+            outcome = {"status": run_status(exc), "error": f"{type(exc).__name__}: {exc}"[:500]}
+            ctx.counts["failed_date"] = day.isoformat()
+            raise
+        finally:
+            ctx.counts["days"][day.isoformat()] = {**outcome, "stages": day_ctx.counts.get("stages", {}),
+                                                   "report": day_ctx.counts.get("report")}
+            ctx.tables.update(day_ctx.tables)
+    return {"days": ctx.counts["days"]}
+
+
+def run_one_date(ctx: JobContext) -> dict:
+    """Every stage of each dataset (then its models) for ctx.run_date, and the run report
+    whatever the outcome."""
     try:
         result = run_stages(ctx)
     except Exception as exc:  # an interrupt (not an Exception) writes none
