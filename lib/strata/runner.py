@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -98,6 +99,20 @@ class JobContext:
 JobBody = Callable[[JobContext], dict[str, Any]]
 # Keys of the summary line that the runner owns; counts cannot replace them.
 SUMMARY_KEYS = ("job", "env", "run_id", "run_date", "status", "tables", "error", "data_docs")
+
+
+class Laps:
+    """A job's phases timed in turn: laps("fit") puts the wall-clock seconds since the previous
+    lap (or since the Laps was made) into counts["seconds"]["fit"]."""
+
+    def __init__(self, counts: dict[str, Any]) -> None:
+        self.seconds = counts.setdefault("seconds", {})
+        self.started = time.monotonic()
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(now - self.started, 1)
+        self.started = now
 
 
 class ArgumentsError(ValueError):

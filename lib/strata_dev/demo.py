@@ -79,25 +79,15 @@ def run_step(job: str, env: str, args: list[str], environ: dict[str, str]) -> tu
 
 
 def stage_outcome(job: str, counts: dict[str, Any]) -> str:
-    """A few words on what one stage of a day did."""
+    """A few words on what one stage of a day did (the run report's, shorter on failure and skip:
+    the report has the error and the reason)."""
+    from strata.report import stage_result
+
     if counts.get("error"):
         return "FAILED"
     if counts.get("skipped"):
         return "skipped"
-    if job == "ingest":
-        return f"{counts.get('rows_written', 0):,} rows"
-    if job == "silver":
-        return f"{counts.get('upserted', 0):,} rows, {counts.get('quarantined', 0):,} quarantined"
-    if job == "gold":
-        return f"{(counts.get('features') or {}).get('rows', 0):,} feature rows"
-    if job == "train":
-        promoted = (counts.get("promotion") or {}).get("promoted")
-        return f"version {counts.get('model_version')} {'promoted' if promoted else 'not promoted'}"
-    if job == "predict":
-        return f"{(counts.get('predictions') or {}).get('rows', 0):,} predictions"
-    if job == "anomalies":
-        return f"{counts.get('outliers', 0):,} outliers (k {counts.get('k')})"
-    return "ok"
+    return stage_result(job, counts) or "ok"
 
 
 def progress_line(day: str, result: dict[str, Any], seconds: float) -> str:

@@ -29,7 +29,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from pyspark.sql import functions as F
 from strata import catalog, publish
 from strata.config import FLAGGED_COLUMNS, AnomaliesConfig, Config, DatasetConfig
 from strata.ml import anomalies as A
-from strata.runner import JobContext
+from strata.runner import JobContext, Laps
 from strata.tracking import CHAMPION, Tracking
 
 log = logging.getLogger(__name__)
@@ -71,13 +70,7 @@ def run(ctx: JobContext) -> dict:
         raise ValueError(f"dataset {dataset.name} has no anomalies section in its config")
     counts = ctx.counts
     counts["dataset"] = dataset.name
-    seconds = counts.setdefault("seconds", {})
-    started = time.monotonic()
-
-    def lap(phase: str) -> None:
-        nonlocal started
-        seconds[phase] = round(time.monotonic() - started, 1)
-        started = time.monotonic()
+    lap = Laps(counts)
 
     # Before Spark: an unreadable --manifest costs no session and no fit.
     planted, counts["manifest"] = planted_anomalies(ctx.config, dataset, getattr(ctx.args, "manifest", None))

@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -41,7 +40,7 @@ from pyspark.sql import functions as F
 
 from strata import catalog
 from strata.config import DatasetConfig, ModelConfig
-from strata.runner import JobContext
+from strata.runner import JobContext, Laps
 from strata.tracking import CHALLENGER, CHAMPION, Tracking
 
 log = logging.getLogger(__name__)
@@ -70,13 +69,7 @@ def run(ctx: JobContext) -> dict:
     version, rows = pinned_rows(ctx, dataset, model, ctx.args.table_version)
     counts = ctx.counts
     counts.update(model=model.name, table=table.qualified_name, table_version=version)
-    seconds = counts.setdefault("seconds", {})
-    started = time.monotonic()
-
-    def lap(phase: str) -> None:
-        nonlocal started
-        seconds[phase] = round(time.monotonic() - started, 1)
-        started = time.monotonic()
+    lap = Laps(counts)
 
     splits = split_rows(rows, dataset, model).cache()
     outcome = None
@@ -148,7 +141,7 @@ def split_rows(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig) -> D
 
 # --- training and evaluation ---------------------------------------------------------------------
 
-def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelConfig, lap) -> dict:
+def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelConfig, lap: Laps) -> dict:
     """Fits, tunes, picks the threshold and evaluates; everything the log and the gate need."""
     from strata.ml import estimators, evaluate
     from strata.ml.split import split_counts, stratified_folds
