@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from strata import catalog, stages
 from strata.config import ConfigError, load_config
 from strata.jobs import anomalies
+from strata.ml import anomalies as A
 from strata.sources.store import manifest_key
 from strata_dev.demo_data import DemoDataSpec, generate
 
@@ -180,6 +181,17 @@ def test_the_same_silver_and_config_give_the_same_model(first, second, lake):
     assert centroids[0] == centroids[1]
 
 
+def test_past_search_rows_k_is_chosen_on_a_sample_and_fitted_on_every_row(first):
+    _, ctx, _, _ = first
+    dataset = ctx.config.dataset("trips")
+    config = dataset.anomalies
+    names = list(config.features)
+    rows = A.feature_rows(ctx.lake.read(catalog.silver(dataset)), ["trip_id"], config.features).where(A.usable(names))
+    fitted = A.fit(rows, names, config.log_scale, [2, 3], config.seed, config.max_iter, search_rows=1500)
+    assert set(fitted.silhouettes) == {2, 3}
+    assert sum(fitted.kmeans.summary.clusterSizes) == rows.count() > 1500  # the chosen k saw every row
+
+
 def test_too_few_rows_or_no_ride_is_skipped_and_publishes_nothing(spark, second, lake):
     _, ctx = second
     table = catalog.flagged(ctx.config.dataset("trips"))
@@ -235,6 +247,7 @@ def with_anomalies(conf_dir, change):
     (lambda a: (a.pop("k_range"), a.update(k=1)), r"key 'datasets.trips.anomalies.k' must be at least 2"),
     (lambda a: a.update(window_days=0), r"key 'datasets.trips.anomalies.window_days' must be at least 1, got 0"),
     (lambda a: a.update(min_rows=3), r"key 'datasets.trips.anomalies.min_rows' must be at least 6 \(the largest k\)"),
+    (lambda a: a.update(search_rows=10), r"key 'datasets.trips.anomalies.search_rows' must be at least 1000, got 10"),
     (lambda a: a["threshold"].update(rule="zscore"),
      r"key 'datasets.trips.anomalies.threshold.rule' must be one of \['mad', 'quantile'\]"),
     (lambda a: a["threshold"].update(c=-1), r"key 'datasets.trips.anomalies.threshold.c' must be positive"),

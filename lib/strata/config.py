@@ -197,6 +197,9 @@ class AnomaliesConfig:
     min_rows: int = 1000
     # K-means iterations at most (per k tried)
     max_iter: int = 20
+    # with more usable rows in the window, k is chosen on a seeded sample of about this many
+    # (then fitted on all of them)
+    search_rows: int = 200_000
     # the event date: one of the dataset's partition columns (default: its only one)
     date_column: str | None = None
 
@@ -867,7 +870,7 @@ def _check_anomalies(dataset: DatasetConfig, anomalies: AnomaliesConfig, silver:
         fail(("k_range",), f"must be [low, high] with 2 <= low <= high, got {k_range}")
     largest = anomalies.k if anomalies.k is not None else k_range[1]
     for part, value, least in (("window_days", anomalies.window_days, 1), ("max_iter", anomalies.max_iter, 1),
-                               ("min_rows", anomalies.min_rows, largest)):
+                               ("min_rows", anomalies.min_rows, largest), ("search_rows", anomalies.search_rows, 1000)):
         if value < least:
             fail((part,), f"must be at least {least}{' (the largest k)' if part == 'min_rows' else ''}, got {value}")
     threshold = anomalies.threshold

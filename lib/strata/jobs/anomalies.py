@@ -124,7 +124,7 @@ def run(ctx: JobContext) -> dict:
 def fit(rows: DataFrame, config: AnomaliesConfig) -> tuple[A.Fitted, DataFrame, list[dict]]:
     """The fitted model, the rows scored by it (cached) and the per-cluster thresholds."""
     ks = [config.k] if config.k is not None else list(range(config.k_range[0], config.k_range[1] + 1))
-    fitted = A.fit(rows, list(config.features), config.log_scale, ks, config.seed, config.max_iter)
+    fitted = A.fit(rows, list(config.features), config.log_scale, ks, config.seed, config.max_iter, config.search_rows)
     scored = A.score(fitted.model, rows).cache()
     rule = config.threshold
     limits = A.thresholds(scored, rule.rule, rule.c, rule.quantile, rule.min_cluster_share).collect()
@@ -258,7 +258,7 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, f
             "date_column": config.date_column, "threshold_rule": config.threshold.rule,
             "threshold_c": config.threshold.c, "threshold_quantile": config.threshold.quantile,
             "min_cluster_share": config.threshold.min_cluster_share, "seed": config.seed,
-            "max_iter": config.max_iter, "min_rows": config.min_rows,
+            "max_iter": config.max_iter, "min_rows": config.min_rows, "search_rows": config.search_rows,
             "table_path": ctx.lake.path(silver), "table_version": silver_version})
         mlflow.log_metrics({"fit_rows": float(counts["fit_rows"]), "run_date_rows": float(counts["run_date_rows"]),
                             **{f"silhouette_k{k}": v for k, v in fitted.silhouettes.items()}})

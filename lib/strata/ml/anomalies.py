@@ -79,25 +79,41 @@ class Fitted:
 
 
 def fit(rows: DataFrame, names: Sequence[str], log_scale: bool, ks: Sequence[int], seed: int,
-        max_iter: int = 20) -> Fitted:
+        max_iter: int = 20, search_rows: int | None = None) -> Fitted:
     """Standardise, then K-means for each k of ks (same seed); with more than one k, the one of
     highest silhouette (squared Euclidean, in the standardised space; ties: the smaller k).
+    With more than search_rows rows, k is chosen on a seeded sample of about search_rows of them
+    (a search over n rows costs about sum(ks) / k fits of the chosen k), then the chosen k is
+    fitted on all rows; the scaler always learns from all rows.
     rows: only usable ones. Deterministic for the same rows in the same partitions and seed."""
     prepared = preparation(names, log_scale).fit(rows)
     scaled = prepared.transform(rows).select(_SCALED).cache()
     try:
-        models, silhouettes = {}, {}
-        for k in sorted(set(ks)):
-            kmeans = KMeans(featuresCol=_SCALED, predictionCol=PREDICTION, k=k, seed=seed, maxIter=max_iter)
-            models[k] = kmeans.fit(scaled)
-            if len(set(ks)) > 1:
-                evaluator = ClusteringEvaluator(featuresCol=_SCALED, predictionCol=PREDICTION, metricName="silhouette",
-                                                distanceMeasure="squaredEuclidean")
-                silhouettes[k] = float(evaluator.evaluate(models[k].transform(scaled)))
+        candidates, models, silhouettes = sorted(set(ks)), {}, {}
+        searched, sampled = scaled, False
+        if len(candidates) > 1 and search_rows:
+            total = scaled.count()
+            if total > search_rows:
+                searched, sampled = scaled.sample(fraction=search_rows / total, seed=seed).cache(), True
+        try:
+            evaluator = ClusteringEvaluator(featuresCol=_SCALED, predictionCol=PREDICTION, metricName="silhouette",
+                                            distanceMeasure="squaredEuclidean")
+            for k in candidates:
+                models[k] = _kmeans(k, seed, max_iter).fit(searched)
+                if len(candidates) > 1:
+                    silhouettes[k] = float(evaluator.evaluate(models[k].transform(searched)))
+        finally:
+            if sampled:
+                searched.unpersist()
+        best = max(silhouettes, key=lambda k: (silhouettes[k], -k)) if silhouettes else candidates[0]
+        chosen = _kmeans(best, seed, max_iter).fit(scaled) if sampled else models[best]
     finally:
         scaled.unpersist()
-    best = max(silhouettes, key=lambda k: (silhouettes[k], -k)) if silhouettes else next(iter(models))
-    return Fitted(PipelineModel(stages=[*prepared.stages, models[best]]), models[best].getK(), silhouettes)
+    return Fitted(PipelineModel(stages=[*prepared.stages, chosen]), chosen.getK(), silhouettes)
+
+
+def _kmeans(k: int, seed: int, max_iter: int) -> KMeans:
+    return KMeans(featuresCol=_SCALED, predictionCol=PREDICTION, k=k, seed=seed, maxIter=max_iter)
 
 
 def score(model: PipelineModel, rows: DataFrame) -> DataFrame:
