@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import socket
 import subprocess
@@ -180,6 +181,26 @@ def registry(root: Path) -> dict[str, dict]:
     return found
 
 
+def same(a, b) -> bool:
+    """a equals b, numbers (also in strings and JSON strings) to 1e-9 relative: the logistic
+    regression's sums are merged in the order tasks finish, which moves its last bits between
+    any two runs (two local ones too)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        for parse in (json.loads, float):
+            try:
+                return same(parse(a), parse(b))
+            except ValueError:
+                pass
+        return False
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
 def test_pipeline_on_the_cluster_writes_what_local_mode_writes(standalone_cluster, spark, tmp_path):
     """One day of demo data (every format, planted problems) through the whole pipeline twice,
     at once: in local mode (local[2]) and on the two-core standalone cluster, each on a lake and
@@ -216,6 +237,4 @@ def test_pipeline_on_the_cluster_writes_what_local_mode_writes(standalone_cluste
 
     # the same models: chosen hyperparameters, threshold, k, metrics and registered versions
     expected, actual = registry(local_root), registry(cluster_root)
-    for name, model in expected.items():
-        assert actual[name]["metrics"] == pytest.approx(model["metrics"], rel=1e-9, abs=1e-12), name
-        assert {**actual[name], "metrics": None} == {**model, "metrics": None}, name
+    assert same(actual, expected), (actual, expected)
