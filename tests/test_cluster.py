@@ -107,7 +107,7 @@ RUN_DATE = "2024-01-01"
 # One day of demo data, 4 objects (every format) of 1,000 rows: enough usable rows for the
 # anomalies job (min_rows 1000) and for tips to train and be promoted, little enough to be quick.
 ROWS_PER_OBJECT = 1_000
-# Per run, not per data: run ids, instants, and paths of the run's own lake / store.
+# Per run, not per data: run ids (the pipeline's and MLflow's) and instants.
 PER_RUN = {"run_id", "_run_id", "_refined_run_id", "mlflow_run_id", "_ingested_at", "scored_at", "flagged_at",
            "quarantined_at"}
 
