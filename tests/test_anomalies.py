@@ -277,3 +277,32 @@ def test_the_stage_runs_after_silver_only_for_datasets_with_the_section(conf_dir
     with pytest.raises(ConfigError, match=r"trips_anomalies.yaml: key 'models.trips_anomalies.name' is the registered "
                                           r"model of dataset 'trips'"):
         load_config("local", conf_dir, environ={})
+
+
+
+def test_the_model_does_not_depend_on_how_the_rows_are_partitioned(spark):
+    """K-means|| samples its initial centres partition by partition, row by row: the same rows in
+    other partitions (another master's cores, other file splits) still give the same model and
+    thresholds, so a cluster run equals a local one (tests/test_cluster.py runs both)."""
+    from strata.ml import anomalies as A
+
+    dataset = load_config("local", environ={"STRATA_DATASETS__TRIPS__ANOMALIES__K_RANGE": "[2, 3]"}).dataset("trips")
+    config = dataset.anomalies
+    frame, _ = silver_rows(spark, dataset)
+    rows = A.feature_rows(frame, [*dataset.keys, config.date_column], config.features)
+    rows = rows.where(A.usable(list(config.features))).cache()
+    models = []
+    for layout in (rows.coalesce(1), rows.repartition(3)):
+        fitted, scored, limits = anomalies.fit(layout, config, 2)
+        scored.unpersist()
+        models.append({"k": fitted.k, "centroids": fitted.centroids, "limits": limits})
+    rows.unpersist()
+    for model in models[1:]:
+        assert model["k"] == models[0]["k"]
+        assert len(model["centroids"]) == len(models[0]["centroids"])
+        for mine, first in zip(model["centroids"], models[0]["centroids"]):
+            assert mine == pytest.approx(first, rel=1e-9, abs=1e-12)
+        assert len(model["limits"]) == len(models[0]["limits"])
+        for mine, first in zip(model["limits"], models[0]["limits"]):
+            assert mine.keys() == first.keys()
+            assert mine == pytest.approx(first, rel=1e-9, abs=1e-12)

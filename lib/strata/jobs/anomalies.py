@@ -10,8 +10,8 @@ team (K-means on silver, tracked and registered in MLflow).
 2. Nothing to do is a clean outcome (exit 0, `skipped` with the reason; nothing fitted, logged or
    published): no silver table yet, no ride on the run date, or fewer usable rows in the window
    than anomalies.min_rows.
-3. Fit (strata.ml.anomalies): signed log (log_scale), standardisation and K-means with the
-   config's seed, k fixed or the k of highest silhouette in k_range; per-cluster thresholds from
+3. Fit (strata.ml.anomalies): the rows laid out by their values (hash partitions, sorted), then
+   signed log (log_scale), standardisation and K-means with the config's seed, k fixed or the k of highest silhouette in k_range; per-cluster thresholds from
    the window's scores. The same silver and config give the same flags.
 4. MLflow: params, silhouette per k, the centroids and thresholds (thresholds.json), the fitted
    PipelineModel registered as <dataset>_anomalies; its version and run id go into every row.
@@ -99,7 +99,7 @@ def run(ctx: JobContext) -> dict:
                                  f"fewer than anomalies.min_rows ({config.min_rows})")
         # Only now: a run with nothing to fit never touches the tracking store.
         tracking = Tracking.connect(ctx.config.mlflow)
-        fitted, scored, limits = fit(rows.where(F.col(USABLE)).drop(USABLE), config)
+        fitted, scored, limits = fit(rows.where(F.col(USABLE)).drop(USABLE), config, ctx.config.spark.shuffle_partitions)
         counts.update(k=fitted.k, silhouettes={str(k): v for k, v in fitted.silhouettes.items()}, thresholds=limits)
         lap("fit")
         counts["model"] = registered = log_to_mlflow(ctx, tracking, dataset, fitted, limits, silver_version, counts)
@@ -121,8 +121,11 @@ def run(ctx: JobContext) -> dict:
     return counts
 
 
-def fit(rows: DataFrame, config: AnomaliesConfig) -> tuple[A.Fitted, DataFrame, list[dict]]:
-    """The fitted model, the rows scored by it (cached) and the per-cluster thresholds."""
+def fit(rows: DataFrame, config: AnomaliesConfig, partitions: int) -> tuple[A.Fitted, DataFrame, list[dict]]:
+    """The fitted model, the rows scored by it (cached) and the per-cluster thresholds. The rows
+    are first laid out canonically in `partitions` (spark.shuffle_partitions of the config), so
+    the same rows give the same model in local mode and on any cluster."""
+    rows = A.canonical(rows, partitions)
     ks = [config.k] if config.k is not None else list(range(config.k_range[0], config.k_range[1] + 1))
     fitted = A.fit(rows, list(config.features), config.log_scale, ks, config.seed, config.max_iter, config.search_rows)
     scored = A.score(fitted.model, rows).cache()

@@ -78,6 +78,18 @@ class Fitted:
         return self.model.stages[-1]
 
 
+def canonical(rows: DataFrame, partitions: int) -> DataFrame:
+    """rows laid out by their values alone: hash-partitioned on every column into `partitions`
+    and sorted within each partition. K-means|| draws its initial centres partition by partition,
+    row by row, from a generator seeded with the partition's index, so the fitted model (k,
+    centroids, flags) depends on which rows sit in which partition and in what order. Read as the
+    files come, that follows the master's cores and the file splits (a window of the same silver
+    gave k 2 in two partitions, k 3 in three); laid out here, it follows the rows only, on any
+    master or cluster. Rows must be distinct (a key among the columns)."""
+    columns = rows.columns
+    return rows.repartition(partitions, *columns).sortWithinPartitions(*columns)
+
+
 def fit(rows: DataFrame, names: Sequence[str], log_scale: bool, ks: Sequence[int], seed: int,
         max_iter: int = 20, search_rows: int | None = None) -> Fitted:
     """Standardise, then K-means for each k of ks (same seed); with more than one k, the one of
@@ -85,7 +97,8 @@ def fit(rows: DataFrame, names: Sequence[str], log_scale: bool, ks: Sequence[int
     With more than search_rows rows, k is chosen on a seeded sample of about search_rows of them
     (a search over n rows costs about sum(ks) / k fits of the chosen k), then the chosen k is
     fitted on all rows; the scaler always learns from all rows.
-    rows: only usable ones. Deterministic for the same rows in the same partitions and seed."""
+    rows: only usable ones. Deterministic for the same rows in the same partitions and seed:
+    give it canonical(rows, n) for a model that does not depend on where it runs."""
     prepared = preparation(names, log_scale).fit(rows)
     scaled = prepared.transform(rows).select(_SCALED).cache()
     try:
