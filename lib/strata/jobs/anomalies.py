@@ -11,8 +11,9 @@ team (K-means on silver, tracked and registered in MLflow).
    published): no silver table yet, no ride on the run date, or fewer usable rows in the window
    than anomalies.min_rows.
 3. Fit (strata.ml.anomalies): the rows laid out by their values (hash partitions, sorted), then
-   signed log (log_scale), standardisation and K-means with the config's seed, k fixed or the k of highest silhouette in k_range; per-cluster thresholds from
-   the window's scores. The same silver and config give the same flags.
+   signed log (log_scale), standardisation and K-means with the config's seed, k fixed or the k
+   of highest silhouette in k_range (chosen on a sample past search_rows); per-cluster
+   thresholds from the window's scores. The same silver and config give the same flags.
 4. MLflow: params, silhouette per k, the centroids and thresholds (thresholds.json), the fitted
    PipelineModel registered as <dataset>_anomalies; its version and run id go into every row.
 5. Publish gold/<dataset>_flagged through strata.publish (gate, quarantine), replacing the run
