@@ -1,9 +1,9 @@
-"""Benchmark: the anomalies job's precision and recall on the demo data, per feature set; and its
-fit + flag time as the window grows (1M and 4M rides), against a bare K-means fit.
+"""Benchmark: the anomalies job's precision and recall on the demo generator's data, per feature
+set; and its fit + flag time as the window grows (1M and 4M rides), against a bare K-means fit.
 
 Precision and recall:
 
-Uploads the `make demo` data (DemoDataSpec defaults: 3 days x 4 objects x 2,500 trips, 1% of them
+Uploads the demo generator's default data (DemoDataSpec defaults: 3 days x 4 objects x 2,500 trips, 1% of them
 planted anomalies: long trips done in a minute or two, short ones taking hours) to a local S3
 endpoint, runs the real ingest and silver for 2024-01-01 (every folder is new, so silver holds the
 three days), then the real anomalies job for each run date and feature set, against the manifest

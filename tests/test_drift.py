@@ -64,6 +64,7 @@ def test_numeric_drift_by_hand(spark):
     assert row["tv_distance"] == pytest.approx((2 / 6 + 0 + 2 / 6) / 2)
     assert row["l_infinity_distance"] == pytest.approx(2 / 6)
     assert (row["column_name"], row["count_delta"], row["chi_squared_test"]) == ("x", 0, None)
+    assert row["null_share_delta"] == pytest.approx(0 - 2 / 8)  # 2 of the reference's 8 were null or NaN
 
 
 def test_wasserstein_of_reshaped_mass(spark):
@@ -104,3 +105,12 @@ def test_profiles_binned_at_other_edges_are_not_compared(spark):
     cur, _ = profiles(spark, edges=(3.5,))
     with pytest.raises(ValueError, match="other edges"):
         drift.numeric_drift(ref, cur)
+
+
+def test_a_column_gone_empty_has_no_distances_and_shows_in_the_null_share(spark):
+    ref, _ = profiles(spark)
+    empty = drift.numeric_profiles(frame(spark, [None, None]), {"x": EDGES}, 6, 0.0)["x"]
+    row = drift.numeric_drift(ref, empty)
+    assert row["population_stability_index"] is None and row["js_distance"] is None and row["tv_distance"] is None
+    assert row["ks_test"] == {"statistic": None, "pvalue": None}
+    assert row["count_delta"] == -6 and row["null_share_delta"] == pytest.approx(1 - 2 / 8)

@@ -197,6 +197,16 @@ def test_check_reads_each_jobs_own_arguments(job):
     assert describe(job_arguments(job)) == describe(module.add_arguments)
 
 
+@pytest.mark.parametrize("job", ["ingest", "silver", "gold", "anomalies", "pipeline"])
+def test_check_reads_a_jobs_arguments_without_importing_spark(job):
+    """spark-submit.sh checks arguments before the JVM: that must not cost a pyspark import."""
+    code = (f"import sys; from strata.runner import job_arguments; job_arguments({job!r}); "
+            "assert 'pyspark' not in sys.modules, sorted(m for m in sys.modules if m.startswith('pyspark'))[:3]")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_check_imports_a_job_whose_arguments_need_its_module(tmp_path, monkeypatch):
     package = tmp_path / "fake_jobs"
     package.mkdir()

@@ -353,7 +353,7 @@ def stage_result(job: str, counts: dict) -> str:
     if job == "gold":
         return f"{count('features', 'rows')} feature rows, {count('partitions')} partition(s)"
     if job == "anomalies":
-        return f"{count('flagged', 'rows')} rides flagged, {count('outliers')} outlier(s)"
+        return f"{count('flagged', 'rows')} rides scored, {count('outliers')} outlier(s)"
     if job == "train":
         promotion = counts.get("promotion") or {}
         return (f"version {counts.get('model_version')} "

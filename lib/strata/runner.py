@@ -194,7 +194,8 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
         print(f"{job}: bad arguments: {exc} (see {job} --help)", file=sys.stderr)
         print(json.dumps(summary, default=str), flush=True)
         return EXIT_FAILED
-    run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
+    # a backfill (--from/--to) is reported under its last date
+    run_date = args.run_date or getattr(args, "to_date", None) or dt.datetime.now(dt.timezone.utc).date()
     summary.update(env=args.env, run_id=args.run_id or new_run_id(), run_date=run_date.isoformat())
     # Stdout carries the summary line only: a stray print of the body or a library goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):

@@ -101,7 +101,8 @@ def run(ctx: JobContext) -> dict:
         # Only now: a run with nothing to fit never touches the tracking store.
         tracking = Tracking.connect(ctx.config.mlflow)
         fitted, scored, limits = fit(rows.where(F.col(USABLE)).drop(USABLE), config, ctx.config.spark.shuffle_partitions)
-        counts.update(k=fitted.k, silhouettes={str(k): v for k, v in fitted.silhouettes.items()}, thresholds=limits)
+        counts.update(k=fitted.k, silhouettes={str(k): v for k, v in fitted.silhouettes.items()},
+                      searched_rows=fitted.searched_rows, thresholds=limits)
         lap("fit")
         counts["model"] = registered = log_to_mlflow(ctx, tracking, dataset, fitted, limits, silver_version, counts)
         lap("mlflow")

@@ -30,7 +30,7 @@ from strata import catalog, stages
 from strata.config import DatasetConfig, ModelConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import Lake, TableSpec
-from strata.runner import JobContext, run_date_arg
+from strata.runner import JobContext
 from strata.runs import last_failure, record_failure
 from strata.tracking import Tracking
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from strata.runner import run_date_arg  # here: --check runs this function alone, without Spark
+
     parser.add_argument("--dataset", action="append",
                         help="dataset to run (repeatable; default: every configured dataset)")
     parser.add_argument("--from", dest="from_date", type=run_date_arg, default=None, metavar="YYYY-MM-DD",
@@ -172,7 +174,8 @@ def run(ctx: JobContext) -> dict:
         return run_one_date(ctx)
     ctx.counts.update({"from": dates[0].isoformat(), "to": dates[-1].isoformat(), "days": {}})
     for day in dates:
-        day_ctx = dataclasses.replace(ctx, run_date=day, tables={}, _lake=None)
+        # a run id per date: each date's commits, quality results and report are its own
+        day_ctx = dataclasses.replace(ctx, run_id=f"{ctx.run_id}-{day:%Y%m%d}", run_date=day, tables={}, _lake=None)
         outcome = {"status": "ok"}
         try:
             run_one_date(day_ctx)
@@ -181,7 +184,8 @@ def run(ctx: JobContext) -> dict:
             ctx.counts["failed_date"] = day.isoformat()
             raise
         finally:
-            ctx.counts["days"][day.isoformat()] = {**outcome, "stages": day_ctx.counts.get("stages", {}),
+            ctx.counts["days"][day.isoformat()] = {**outcome, "run_id": day_ctx.run_id,
+                                                   "stages": day_ctx.counts.get("stages", {}),
                                                    "report": day_ctx.counts.get("report")}
             ctx.tables.update(day_ctx.tables)
     return {"days": ctx.counts["days"]}

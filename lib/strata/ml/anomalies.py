@@ -68,6 +68,7 @@ class Fitted:
     model: PipelineModel           # preparation + the chosen KMeansModel
     k: int
     silhouettes: dict[int, float]  # per k tried; empty when k was fixed
+    searched_rows: int | None = None  # the sample k was chosen on; None: every row (or k fixed)
 
     @property
     def centroids(self) -> list[list[float]]:
@@ -103,11 +104,12 @@ def fit(rows: DataFrame, names: Sequence[str], log_scale: bool, ks: Sequence[int
     scaled = prepared.transform(rows).select(_SCALED).cache()
     try:
         candidates, models, silhouettes = sorted(set(ks)), {}, {}
-        searched, sampled = scaled, False
+        searched, sampled, searched_rows = scaled, False, None
         if len(candidates) > 1 and search_rows:
             total = scaled.count()
             if total > search_rows:
                 searched, sampled = scaled.sample(fraction=search_rows / total, seed=seed).cache(), True
+                searched_rows = searched.count()
         try:
             evaluator = ClusteringEvaluator(featuresCol=_SCALED, predictionCol=PREDICTION, metricName="silhouette",
                                             distanceMeasure="squaredEuclidean")
@@ -122,7 +124,7 @@ def fit(rows: DataFrame, names: Sequence[str], log_scale: bool, ks: Sequence[int
         chosen = _kmeans(best, seed, max_iter).fit(scaled) if sampled else models[best]
     finally:
         scaled.unpersist()
-    return Fitted(PipelineModel(stages=[*prepared.stages, chosen]), chosen.getK(), silhouettes)
+    return Fitted(PipelineModel(stages=[*prepared.stages, chosen]), chosen.getK(), silhouettes, searched_rows)
 
 
 def _kmeans(k: int, seed: int, max_iter: int) -> KMeans:

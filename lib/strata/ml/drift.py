@@ -13,12 +13,14 @@ of edges below it (v <= edges[0]: bin 0). The current sample is binned at the re
 - js_distance: the square root of the Jensen-Shannon divergence of p and q, base 2 (0 to 1).
 - ks_test: statistic = the largest gap between the two cumulative shares at the edges (the
   two-sample Kolmogorov-Smirnov statistic seen through the bins: a lower bound of the exact one,
-  short of it by at most one bin's share), pvalue from the asymptotic Kolmogorov distribution
+  short of it by at most the larger share either sample has in one bin), pvalue from the asymptotic Kolmogorov distribution
   with n m / (n + m) rows.
 - wasserstein_distance: the mean over the quantile grid u_j = (j + 1/2) / G of
   |F^-1(u_j) - G^-1(u_j)|, the earth mover's distance in the column's units (exact for two
   samples of G rows each).
 - tv_distance (half the sum of |p - q|) and l_infinity_distance (the largest |p - q|).
+- count_delta (values, current minus reference) and null_share_delta (the change in the share of
+  nulls). The share-based distances are None when either side has no value.
 Categorical column: rows per value; the same share-based distances plus chi_squared_test, the
 2 x k contingency test of reference against current counts (values absent from both dropped).
 
@@ -63,6 +65,10 @@ def grid(points: int) -> list[float]:
     return [(j + 0.5) / points for j in range(points)]
 
 
+def _numbers(df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """The columns as doubles, NaN as null: approxQuantile skips nulls but would sort NaN above
+    every number."""
+    return df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns])
 
 
 def reference_edges(df: DataFrame, columns: Sequence[str], bins: int = BINS,
@@ -70,8 +76,7 @@ def reference_edges(df: DataFrame, columns: Sequence[str], bins: int = BINS,
     """Per column, the reference's quantiles at 1/bins, 2/bins, ... as inner edges (repeated
     values collapse: a column with few distinct values gets fewer bins)."""
     cuts = [i / bins for i in range(1, bins)]
-    found = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns]) \
-        .approxQuantile(list(columns), cuts, relative_error)
+    found = _numbers(df, columns).approxQuantile(list(columns), cuts, relative_error)
     return {c: tuple(sorted(set(q))) for c, q in zip(columns, found)}
 
 
@@ -88,8 +93,7 @@ def numeric_profiles(df: DataFrame, edges: dict[str, tuple[float, ...]], points:
     """Each column of edges, binned at its edges: one aggregate for the counts of every column
     and one approxQuantile for their quantile grids."""
     columns = list(edges)
-    # NaN as null: approxQuantile skips nulls but would sort NaN above every number
-    numbers = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns])
+    numbers = _numbers(df, columns)
     aggregates = []
     for c in columns:
         aggregates.append(F.count(F.when(F.col(c).isNull(), 1)).alias(f"{c}__nulls"))
@@ -165,18 +169,36 @@ def chi_squared_test(p_counts: Sequence[int], q_counts: Sequence[int]) -> dict[s
     return {"statistic": float(result.statistic), "pvalue": float(result.pvalue)}
 
 
-def _share_distances(p: list[float], q: list[float]) -> dict[str, float]:
+def _share_distances(p_counts: Sequence[int], q_counts: Sequence[int]) -> dict[str, float | None]:
+    """None when a side has no value: zero shares are no distribution to compare."""
+    names = ("population_stability_index", "js_distance", "tv_distance", "l_infinity_distance")
+    if not sum(p_counts) or not sum(q_counts):
+        return dict.fromkeys(names)
+    p, q = shares(p_counts), shares(q_counts)
     return {"population_stability_index": population_stability_index(p, q), "js_distance": js_distance(p, q),
             "tv_distance": sum(abs(a - b) for a, b in zip(p, q)) / 2,
             "l_infinity_distance": max((abs(a - b) for a, b in zip(p, q)), default=0.0)}
+
+
+def _null_share(profile: NumericProfile | CategoricalProfile) -> float | None:
+    total = profile.rows + profile.nulls
+    return profile.nulls / total if total else None
+
+
+def _counts_delta(reference, current) -> dict[str, float | None]:
+    """count_delta: values (not nulls) current minus reference; null_share_delta: the change in
+    the share of nulls (a column going empty shows here, not in the distances)."""
+    before, after = _null_share(reference), _null_share(current)
+    return {"count_delta": current.rows - reference.rows,
+            "null_share_delta": None if before is None or after is None else after - before}
 
 
 def numeric_drift(reference: NumericProfile, current: NumericProfile) -> dict:
     """One row of the drift table for a numeric column (current binned at reference's edges)."""
     if reference.edges != current.edges:
         raise ValueError(f"{current.column}: the current profile is binned at other edges than the reference's")
-    return {"column_name": reference.column, "count_delta": current.rows - reference.rows,
-            **_share_distances(shares(reference.counts), shares(current.counts)),
+    return {"column_name": reference.column, **_counts_delta(reference, current),
+            **_share_distances(reference.counts, current.counts),
             "ks_test": ks_test(reference.counts, current.counts),
             "wasserstein_distance": wasserstein_distance(reference.quantiles, current.quantiles),
             "chi_squared_test": None}
@@ -187,6 +209,6 @@ def categorical_drift(reference: CategoricalProfile, current: CategoricalProfile
     values = sorted(set(reference.counts) | set(current.counts))
     p_counts = [reference.counts.get(v, 0) for v in values]
     q_counts = [current.counts.get(v, 0) for v in values]
-    return {"column_name": reference.column, "count_delta": current.rows - reference.rows,
-            **_share_distances(shares(p_counts), shares(q_counts)),
+    return {"column_name": reference.column, **_counts_delta(reference, current),
+            **_share_distances(p_counts, q_counts),
             "ks_test": None, "wasserstein_distance": None, "chi_squared_test": chi_squared_test(p_counts, q_counts)}
