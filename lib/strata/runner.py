@@ -209,14 +209,14 @@ def run(job: str, body: JobBody, argv: list[str] | None = None,
             returned = body(context) or {}
             outcome["status"], code = "ok", EXIT_OK
         except QualityGateBlocked as exc:
-            outcome.update(status="blocked", error=str(exc))
+            outcome.update(status="blocked", error=summary_error(exc))
             code = EXIT_BLOCKED
             print(f"{job}: blocked by a quality gate: {exc}", file=sys.stderr)
         except ConfigError as exc:
             outcome["error"] = f"config error: {exc}"
             print(f"{job}: config error: {exc}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - every failure becomes exit 1 plus one line
-            outcome["error"] = f"{type(exc).__name__}: {_one_line(exc)}"
+            outcome["error"] = summary_error(exc)
             log.debug("%s failed", job, exc_info=True)  # the traceback, with STRATA_LOG_LEVEL=DEBUG
             print(f"{job}: failed: {outcome['error']}", file=sys.stderr)
         finally:
@@ -358,6 +358,11 @@ def _record_failure(context: JobContext, outcome: dict[str, Any]) -> None:
     from strata.runs import record_failure
     record_failure(context.lake, dataset, context.job, context.run_date, context.run_id,
                    outcome.get("status", "failed"), outcome.get("error", ""))
+
+
+def summary_error(exc: BaseException) -> str:
+    """The summary line's error: a blocking gate's message whole, else the type and first line."""
+    return str(exc) if isinstance(exc, QualityGateBlocked) else f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -127,12 +127,17 @@ def fit(rows: DataFrame, config: AnomaliesConfig, partitions: int) -> tuple[A.Fi
     """The fitted model, the rows scored by it (cached) and the per-cluster thresholds. The rows
     are first laid out canonically in `partitions` (spark.shuffle_partitions of the config), so
     the same rows give the same model in local mode and on any cluster."""
-    rows = A.canonical(rows, partitions)
-    ks = [config.k] if config.k is not None else list(range(config.k_range[0], config.k_range[1] + 1))
-    fitted = A.fit(rows, list(config.features), config.log_scale, ks, config.seed, config.max_iter, config.search_rows)
-    scored = A.score(fitted.model, rows).cache()
-    rule = config.threshold
-    limits = A.thresholds(scored, rule.rule, rule.c, rule.quantile, rule.min_cluster_share).collect()
+    # cached: the scaler's fit, the scaled rows and the scoring each read it (one shuffle, not three)
+    rows = A.canonical(rows, partitions).cache()
+    try:
+        ks = [config.k] if config.k is not None else list(range(config.k_range[0], config.k_range[1] + 1))
+        fitted = A.fit(rows, list(config.features), config.log_scale, ks, config.seed, config.max_iter,
+                       config.search_rows)
+        scored = A.score(fitted.model, rows).cache()
+        rule = config.threshold
+        limits = A.thresholds(scored, rule.rule, rule.c, rule.quantile, rule.min_cluster_share).collect()
+    finally:
+        rows.unpersist()  # scored is cached whole by now (the thresholds read every row of it)
     return fitted, scored, [r.asDict() for r in limits]
 
 

@@ -8,9 +8,10 @@ fails; the same range run again goes on from there, as the dates done are no-ops
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after its inputs' last change on that date: a re-run with
 nothing new, of the latest date or an earlier one, changes no table. A stage whose last run for
-the date failed (ops.failed_runs) is never skipped. A model is trained again only once the newest version trained with its config is
-retrain_after_days old (or the config changed); predict is skipped when it already scored
-the run date after the features' last change with the versions the registry names now.
+the date failed (ops.failed_runs) is never skipped. A model is trained again only once the
+newest version trained with its config is retrain_after_days old (or the config changed);
+predict is skipped when it already scored the run date after the features' last change with the
+versions the registry names now.
 
 Each stage's counts hold its wall-clock duration_seconds. At the end of every run that got to
 start, failed ones included, the pipeline writes its HTML run report (strata.report) to
@@ -30,7 +31,7 @@ from strata import catalog, stages
 from strata.config import DatasetConfig, ModelConfig
 from strata.errors import QualityGateBlocked
 from strata.lake import Lake, TableSpec
-from strata.runner import JobContext
+from strata.runner import JobContext, summary_error
 from strata.runs import last_failure, record_failure
 from strata.tracking import Tracking
 
@@ -101,6 +102,11 @@ def can_skip(ctx: JobContext, dataset: DatasetConfig, stage: stages.Stage, done:
                          for source in inputs)
 
 
+def step_error(exc: BaseException) -> str:
+    """A failed step's error in the counts: type and message, bounded."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 def run_status(exc: BaseException) -> str:
     return "blocked" if isinstance(exc, QualityGateBlocked) else "failed"
 
@@ -119,7 +125,7 @@ def run_step(ctx: JobContext, step_ctx: JobContext, dataset: str, key: str, body
         results[key] = body()
         return results[key]
     except Exception as exc:
-        results[key] = {**step_ctx.counts, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        results[key] = {**step_ctx.counts, "error": step_error(exc)}
         record_failure(step_ctx.lake, dataset, step_ctx.job, ctx.run_date, ctx.run_id, run_status(exc), str(exc))
         raise
     finally:
@@ -180,7 +186,7 @@ def run(ctx: JobContext) -> dict:
         try:
             run_one_date(day_ctx)
         except Exception as exc:
-            outcome = {"status": run_status(exc), "error": f"{type(exc).__name__}: {exc}"[:500]}
+            outcome = {"status": run_status(exc), "error": step_error(exc)}
             ctx.counts["failed_date"] = day.isoformat()
             raise
         finally:
@@ -216,14 +222,12 @@ def write_report(ctx: JobContext, failure: Exception | None) -> None:
                    "datasets": ctx.counts.get("datasets") or [], "stages": ctx.counts.get("stages") or {},
                    "tables": ctx.tables}
         if failure is not None:
-            text = str(failure).strip()
-            summary["error"] = (text if isinstance(failure, QualityGateBlocked) else
-                                f"{type(failure).__name__}: {text.splitlines()[0] if text else ''}")
+            summary["error"] = summary_error(failure)
         ctx.counts["report"] = str(report.write_run_report(ctx, summary))
         log.info("pipeline: run report %s", ctx.counts["report"])
     except Exception as exc:  # noqa: BLE001 - a report never changes the run's outcome
         log.warning("pipeline: the run report could not be written", exc_info=True)
-        ctx.counts["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        ctx.counts["report_error"] = step_error(exc)
 
 
 def run_stages(ctx: JobContext) -> dict:
