@@ -20,7 +20,7 @@ from chispa import assert_df_equality
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from strata import catalog, stages
+from strata import catalog, publish, stages
 from strata.config import ConfigError, load_config
 from strata.jobs import anomalies
 from strata.ml import anomalies as A
@@ -190,6 +190,15 @@ def test_past_search_rows_k_is_chosen_on_a_sample_and_fitted_on_every_row(first)
     fitted = A.fit(rows, names, config.log_scale, [2, 3], config.seed, config.max_iter, search_rows=1500)
     assert set(fitted.silhouettes) == {2, 3} and 1200 < fitted.searched_rows < 1800  # a sample of about 1500
     assert sum(fitted.kmeans.summary.clusterSizes) == rows.count() > 1500  # the chosen k saw every row
+
+
+def test_a_lost_ride_fails_the_run_instead_of_reporting_ok(spark, lake, second, monkeypatch):
+    real_flag = anomalies.flag
+    # a defect that loses one ride between scoring and publishing
+    monkeypatch.setattr(anomalies, "flag", lambda *args: real_flag(*args).where(F.col("trip_id") != F.lit(
+        real_flag(*args).select("trip_id").orderBy("trip_id").first()[0])))
+    with pytest.raises(publish.NotReconciled, match="rides written and .* quarantined for .* rides of 2024-01-02"):
+        run_job(spark, lake, DAY2)
 
 
 def test_too_few_rows_or_no_ride_is_skipped_and_publishes_nothing(spark, second, lake):

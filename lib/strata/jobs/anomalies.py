@@ -109,6 +109,13 @@ def run(ctx: JobContext) -> dict:
         flagged = flag(ctx, dataset, scored.where(on_run_date), fitted, limits, registered).persist()
         unscorable = rows.where(on_run_date & ~F.col(USABLE)).drop(USABLE)
         counts.update(publish_flags(ctx, dataset, flagged, unscorable))
+        # every ride of the run date is in the table or its quarantine, once: else the run fails
+        # (recorded, so the pipeline runs it again) rather than report ok
+        accounted = counts["flagged"]["rows"] + counts["flagged"]["quarantined"]
+        if accounted != sizes["run_date_rows"]:
+            raise publish.NotReconciled(
+                f"{catalog.flagged(dataset).qualified_name}: {counts['flagged']['rows']} rides written and "
+                f"{counts['flagged']['quarantined']} quarantined for {sizes['run_date_rows']} rides of {run_date}")
         # The alias follows the published flags: a blocked gate leaves it where it was.
         tracking.set_alias(registered["name"], CHAMPION, registered["version"])
         lap("publish")
