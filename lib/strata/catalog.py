@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 NAME_RULE = "lowercase letters, digits and _, starting with a letter"
 # The layers a table's suite can gate (expectations/<layer>/).
-GATED_LAYERS = ("bronze", "silver", "gold")
+GATED_LAYERS = ("bronze", "silver", "gold", "monitoring")
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,19 @@ def learnt_rows(model: str) -> TableSpec:
     run id: what the promotion gate excludes when it compares with that run's model. Appended
     only, so it outlives vacuums of the features table's old versions."""
     return TableSpec("ml", f"{model}_learnt_rows", partition_by=("mlflow_run_id",))
+
+
+# The monitor job's tables of a model (strata.jobs.monitor), each one partition per run date.
+MONITORING_TABLES = ("profile", "drift", "performance", "decisions")
+
+
+def monitoring(model: str, kind: str) -> TableSpec:
+    """monitoring/<model>_<kind>: profile (per column of the run date's scored rows), drift (per
+    column against the training profile and the previous day), performance (realised metrics per
+    role once labels exist) or decisions (the retrain trigger's decision and its evidence)."""
+    if kind not in MONITORING_TABLES:
+        raise ValueError(f"unknown monitoring table {kind!r}; one of {', '.join(MONITORING_TABLES)}")
+    return TableSpec("monitoring", f"{model}_{kind}", partition_by=("run_date",))
 
 
 def suite_name(table: TableSpec) -> tuple[str, str]:

@@ -248,6 +248,26 @@ class PromotionConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """The monitor job's retrain trigger (README, "Monitoring"). Drift is measured against the
+    champion's training profile (BASELINE); the day-to-day drift (CONSECUTIVE) is recorded only."""
+    # A feature has drifted when its population stability index against the training rows is at
+    # least this (0.1: a small shift, 0.25: a large one, by the usual rule of thumb).
+    feature_psi: float = 0.2
+    # Retrain when at least this share of the model's features has drifted.
+    drifted_share: float = 0.3
+    # Retrain when the predicted probability's population stability index is at least this.
+    prediction_psi: float = 0.25
+    # Retrain when the champion's realised primary metric on at least this many labelled rows of
+    # the run date is below the lower end of its logged test interval.
+    min_labelled_rows: int = 500
+    # Values of a categorical column the training profile keeps (the most frequent; the rest are
+    # counted together as one value), and the frequent values the daily profile lists per column.
+    max_categories: int = 100
+    frequent_values: int = 10
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A binary classifier trained on a dataset's gold features table (conf/models/<name>.yaml)."""
     name: str
@@ -278,6 +298,7 @@ class ModelConfig:
     # The pipeline trains the model again once the newest version trained with this config is
     # this many run days old (new data alone does not retrain it; a changed config does).
     retrain_after_days: int = 7
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
 
 @dataclass(frozen=True)
@@ -689,6 +710,16 @@ def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig
             fail((part,), f"must be at least {least}, got {value}")
     if model.beta <= 0:
         fail(("beta",), f"must be positive, got {model.beta}")
+    watch = model.monitoring
+    for part, value in (("feature_psi", watch.feature_psi), ("prediction_psi", watch.prediction_psi)):
+        if value <= 0:
+            fail(("monitoring", part), f"must be positive, got {value}")
+    if not 0 < watch.drifted_share <= 1:
+        fail(("monitoring", "drifted_share"), f"must be in (0, 1], got {watch.drifted_share}")
+    for part, value in (("min_labelled_rows", watch.min_labelled_rows), ("max_categories", watch.max_categories),
+                        ("frequent_values", watch.frequent_values)):
+        if value < 1:
+            fail(("monitoring", part), f"must be at least 1, got {value}")
 
 
 def check_model_grid(config: Config, name: str) -> None:

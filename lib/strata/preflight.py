@@ -5,10 +5,10 @@ in a second, not 30 s into a run).
 runner.run calls check(job, config, args) for every job; jobs that gate nothing check nothing.
 A job's suites follow the gated outputs of its stage (strata.stages): ingest gates
 bronze/<dataset>; silver gates silver/<dataset>; gold gates gold/<dataset>_features and
-gold/<analysis name>; anomalies gates gold/<dataset>_flagged; pipeline runs every stage for each of
-its datasets. With quality.gates off,
-only the stages gated always (ingest's bronze gate) need their suites. A job that trains checks
-its models' grids too.
+gold/<analysis name>; anomalies gates gold/<dataset>_flagged; predict gates gold/<model>_predictions
+and monitor the model's monitoring tables; pipeline runs every stage for each of its datasets,
+then predict and monitor for their models. With quality.gates off, only the stages gated always
+(ingest's bronze gate) need their suites. A job that trains checks its models' grids too.
 """
 from __future__ import annotations
 
@@ -29,10 +29,13 @@ def suites(job: str, config: Config, args: argparse.Namespace) -> list[tuple[str
             for stage in stages.in_order(dataset, declared):
                 if stage.always_gated or config.quality.gates:
                     wanted.extend(catalog.suite_name(table) for table in stage.gated(dataset))
-    if config.quality.gates and job in ("predict", "pipeline"):
+    if config.quality.gates and job in ("predict", "monitor", "pipeline"):
         for name in models(job, config, args):
             model = config.model(name)
-            wanted.append(catalog.suite_name(catalog.predictions(model, config.dataset(model.dataset))))
+            if job != "monitor":
+                wanted.append(catalog.suite_name(catalog.predictions(model, config.dataset(model.dataset))))
+            if job != "predict":
+                wanted.extend(catalog.suite_name(catalog.monitoring(name, kind)) for kind in catalog.MONITORING_TABLES)
     return wanted
 
 

@@ -354,7 +354,12 @@ def stage_result(job: str, counts: dict) -> str:
         return f"{count('features', 'rows')} feature rows, {count('partitions')} partition(s)"
     if job == "anomalies":
         return f"{count('flagged', 'rows')} rides scored, {count('outliers')} outlier(s)"
-    if job == "train":
+    if job == "monitor":
+        retrain = counts.get("retrain") or {}
+        if retrain.get("triggered"):
+            return "retrain: " + "; ".join(retrain.get("reasons") or [])
+        return f"no retrain; {len(counts.get('drifted_features') or [])} feature(s) drifted"
+    if job in ("train", "retrain"):
         promotion = counts.get("promotion") or {}
         return (f"version {counts.get('model_version')} "
                 f"{'promoted' if promotion.get('promoted') else 'not promoted'}: {promotion.get('reason', '')}")

@@ -32,13 +32,13 @@ DEMO_DAYS = 7
 DEMO_DATASET = "trips"
 
 
-def demo_spec(days: int):
+def demo_spec(days: int, shift_from: dt.date | None = None):
     """The generated data: always at least DEMO_DAYS, however many days are played, because
     the generator's draws depend on the number of days. A shorter run plays the first days of the
     same data, so `DAYS=2 make demo` and then `make demo` deliver identical objects for the days
     both play (other ones would be re-deliveries, replacing what the first run ingested)."""
     from strata_dev.demo_data import DemoDataSpec
-    return DemoDataSpec(start_date=dt.date.fromisoformat(DEMO_START), days=max(days, DEMO_DAYS))
+    return DemoDataSpec(start_date=dt.date.fromisoformat(DEMO_START), days=max(days, DEMO_DAYS), shift_from=shift_from)
 
 
 def deliver(config, endpoint: str, spec, day: dt.date) -> dict[str, Any]:
@@ -102,13 +102,19 @@ def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = {}
     for key, counts in (result.get("stages") or {}).items():
         parts = key.split(".")
-        if len(parts) != 3 or parts[1] not in ("train", "predict"):
+        if len(parts) != 3 or parts[1] not in ("train", "retrain", "predict", "monitor"):
             continue
         model = models.setdefault(parts[2], {})
+        if parts[1] == "monitor":
+            model["monitor"] = {k: v for k, v in counts.items() if k in (
+                "retrain", "drifted_features", "performance", "skipped", "error")}
+            continue
         if parts[1] == "predict":
             model["predict"] = {k: v for k, v in counts.items() if k in (
                 "champion_version", "shadow_version", "rows_scored", "predictions", "skipped", "error")}
             continue
+        if parts[1] == "retrain" and not counts.get("skipped"):
+            model.pop("skipped", None)  # the day's training was skipped, the monitor's retrain ran
         promotion = counts.get("promotion") or {}
         model.update({k: v for k, v in {
             "skipped": counts.get("skipped"), "version": counts.get("model_version"),
@@ -118,13 +124,19 @@ def trained_models(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return models
 
 
-def merge_models(into: dict[str, dict[str, Any]], day: dict[str, dict[str, Any]]) -> None:
-    """A skipped training keeps the last day's trained figures; predictions add up over the days."""
-    for name, model in day.items():
+def merge_models(into: dict[str, dict[str, Any]], models: dict[str, dict[str, Any]], day: str) -> None:
+    """A skipped training keeps the last day's trained figures; predictions add up over the days;
+    the monitor's last outcome, and the days it asked for a retrain."""
+    for name, model in models.items():
         seen = into.setdefault(name, {"predictions_written": 0})
         if "skipped" not in model:
-            seen.update({k: v for k, v in model.items() if k != "predict"})
+            seen.update({k: v for k, v in model.items() if k not in ("predict", "monitor")})
         seen["predictions_written"] += ((model.get("predict") or {}).get("predictions") or {}).get("rows", 0)
+        watched = model.get("monitor") or {}
+        if (watched.get("retrain") or {}).get("triggered"):
+            seen.setdefault("retrain_triggered", []).append(day)
+        if watched:
+            seen["monitor"] = watched
 
 
 def add_flags(into: dict[str, Any], result: dict[str, Any]) -> None:
@@ -182,6 +194,13 @@ def report(config, summary: dict[str, Any]) -> str:
                          f"(95% interval {interval['low']:.3f} to {interval['high']:.3f}); "
                          f"majority-class rule {model.get('zero_rule', float('nan')):.3f}")
         lines.append(f"  predictions written: {model['predictions_written']:,}")
+        watched = model.get("monitor") or {}
+        if watched:
+            drifted = watched.get("drifted_features") or []
+            lines.append(f"  monitor: retrain asked on {', '.join(model['retrain_triggered'])}"
+                         if model.get("retrain_triggered") else
+                         f"  monitor: no retrain asked; last day {len(drifted)} feature(s) drifted"
+                         f"{' (' + ', '.join(drifted) + ')' if drifted else ''}")
     flags = summary["flags"]
     if "outliers" in flags:
         lines += ["", f"Anomaly flags: {flags['outliers']:,} outliers among {flags['rides']:,} rides"]
@@ -210,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Strata demo: a week of trips, one night at a time.")
     parser.add_argument("--env", default="local")
     parser.add_argument("--days", type=int, default=DEMO_DAYS, help=f"days of demo data (default {DEMO_DAYS})")
+    parser.add_argument("--shift-from", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="from this day on the trips change (longer trips, another tipping habit): the monitor "
+                             "should ask for a retrain")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.env)
@@ -217,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: config error: {exc}", file=sys.stderr)
         return 1
 
-    spec = demo_spec(args.days)
+    spec = demo_spec(args.days, args.shift_from)
     days = [(spec.start_date + dt.timedelta(days=d)).isoformat() for d in range(args.days)]
     summary: dict[str, Any] = {"job": "demo", "env": args.env, "days": days, "status": "ok", "steps": [],
                                "tables": {}, "models": {}, "flags": {}}
@@ -235,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["steps"].append({"job": "pipeline", "run_date": day, "status": result.get("status"),
                                      "run_id": result.get("run_id"), "report": result.get("report")})
             summary["tables"].update(result.get("tables", {}))
-            merge_models(summary["models"], trained_models(result))
+            merge_models(summary["models"], trained_models(result), day)
             add_flags(summary["flags"], result)
             if code != 0:
                 summary.update(status=result.get("status", "failed"), error=result.get("error"))

@@ -50,6 +50,8 @@ BAD_ZONES = (0, 300, 999)
 JFK_ZONE = 132
 CARD = 1
 MALFORMED_KINDS = ("wrong_column_count", "unterminated_quote")
+SHIFTS = ("longer_trips", "tipping")
+SHIFT_DISTANCE = 1.8
 # Share of pickups by hour of day: quiet before dawn, an evening peak.
 HOURLY_SHARE = np.array([3.0, 2.0, 1.3, 0.9, 0.7, 0.8, 1.8, 3.3, 4.2, 4.4, 4.5, 4.7,
                          5.0, 5.1, 5.5, 5.6, 5.5, 6.2, 6.8, 6.3, 5.6, 5.4, 5.0, 4.0])
@@ -79,6 +81,11 @@ class DemoDataSpec:
     malformed_line_rate: float = 0.002
     truncated_gzip_objects: int = 1
     empty_objects: int = 1
+    # From this day on the trips change (the monitor must notice): longer_trips makes every trip
+    # SHIFT_DISTANCE times as long (distance, duration, fare); tipping turns the tipping habit
+    # around (cheap fares and morning rides tip now). The days before are the same as without it.
+    shift_from: date | None = None
+    shift: tuple[str, ...] = SHIFTS
 
     def __post_init__(self) -> None:
         if min(self.days, self.objects_per_day, self.rows_per_object) < 1:
@@ -91,6 +98,8 @@ class DemoDataSpec:
             raise ValueError("problem rates must be non-negative and sum to at most 0.5")
         if min(self.truncated_gzip_objects, self.empty_objects) < 0:
             raise ValueError("truncated_gzip_objects and empty_objects must be non-negative")
+        if set(self.shift) - set(SHIFTS):
+            raise ValueError(f"shift must be a subset of {SHIFTS}, got {self.shift}")
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,8 @@ def generate(spec: DemoDataSpec) -> tuple[list[RawObject], Manifest]:
     anomaly_rows, null_rows, negative_rows, bad_zone_rows, spare = np.split(order, np.cumsum(counts))
 
     # Every slot gets R trips in slot order; the truncated object's are real but lost, the empty one's unused.
-    cols = _simulate(rng, [s.day for s in slots], R, anomaly_rows)
+    shifted = _shifted(spec, [s.day for s in slots], R)
+    cols = _simulate(rng, [s.day for s in slots], R, anomaly_rows, shifted)
     cols["trip_id"] = _trip_ids(slots, R)
     masks = _plant_row_problems(rng, cols, null_rows, negative_rows, bad_zone_rows)
     typed, text = _typed_table(cols, masks), _text_table(cols, masks)
@@ -296,8 +306,16 @@ def _trip_ids(slots: list[_Slot], rows_per_object: int) -> np.ndarray:
 
 # --- trips --------------------------------------------------------------------------------------
 
-def _simulate(rng: np.random.Generator, days: list[date], R: int, anomaly_rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Clean trips, R per object, each object sorted by pickup time like a real hourly drop."""
+def _shifted(spec: DemoDataSpec, days: list[date], R: int) -> dict[str, np.ndarray]:
+    """Per kind of shift, the rows it changes (the rows of shift_from and later days)."""
+    later = np.repeat(np.array([spec.shift_from is not None and day >= spec.shift_from for day in days]), R)
+    return {kind: later if kind in spec.shift else np.zeros_like(later) for kind in SHIFTS}
+
+
+def _simulate(rng: np.random.Generator, days: list[date], R: int, anomaly_rows: np.ndarray,
+              shifted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Clean trips, R per object, each object sorted by pickup time like a real hourly drop. A
+    shift changes values after they are drawn: the draws, and so the other rows, stay the same."""
     n = len(days) * R
     offsets = np.sort(rng.choice(24, size=(len(days), R), p=HOURLY_SHARE / HOURLY_SHARE.sum()) * 3600
                       + rng.integers(0, 3600, size=(len(days), R)), axis=1).ravel()
@@ -305,7 +323,7 @@ def _simulate(rng: np.random.Generator, days: list[date], R: int, anomaly_rows: 
     pickup = np.repeat(np.array(days, dtype="datetime64[s]"), R) + offsets.astype("timedelta64[s]")
     rate_code = rng.choice(np.arange(1, 7), size=n, p=[0.95, 0.025, 0.005, 0.003, 0.015, 0.002])
     miles = np.where(rate_code == 2, rng.normal(17.5, 1.5, n), rng.lognormal(np.log(1.8), 0.75, n))
-    miles = np.clip(miles, 0.1, 30.0)
+    miles = np.clip(np.where(shifted["longer_trips"], miles * SHIFT_DISTANCE, miles), 0.1, 30.0)
     mph = np.clip(HOURLY_MPH[hour] * (miles / 2) ** 0.25 * rng.lognormal(0, 0.2, n), 4, 40)
     seconds = np.maximum(60, np.round(miles / mph * 3600)).astype(np.int64)
     miles, seconds = _plant_anomalies(rng, miles, seconds, anomaly_rows)
@@ -320,7 +338,7 @@ def _simulate(rng: np.random.Generator, days: list[date], R: int, anomaly_rows: 
     extra_c = np.select([(hour >= 16) & (hour < 20), (hour >= 20) | (hour < 6)], [250, 100], 0)
     tolls_c = np.where((miles >= 10) & (rng.random(n) < 0.5), 694, 0)
     payment = rng.choice([1, 2, 3, 4], size=n, p=[0.70, 0.27, 0.02, 0.01])
-    tip_c = _tips(rng, fare_c, hour, pickup_zone, dropoff_zone, payment)
+    tip_c = _tips(rng, fare_c, hour, pickup_zone, dropoff_zone, payment, shifted["tipping"])
     return {
         "vendor_id": rng.choice([1, 2], size=n, p=[0.3, 0.7]),
         "pickup_at": pickup,
@@ -350,11 +368,13 @@ def _plant_anomalies(rng: np.random.Generator, miles: np.ndarray, seconds: np.nd
 
 
 def _tips(rng: np.random.Generator, fare_c: np.ndarray, hour: np.ndarray, pickup_zone: np.ndarray,
-          dropoff_zone: np.ndarray, payment: np.ndarray) -> np.ndarray:
+          dropoff_zone: np.ndarray, payment: np.ndarray, turned: np.ndarray) -> np.ndarray:
     """Only card tips are recorded; whether a card trip tips is logistic in fare, hour and zones,
-    so a classifier has a real signal to learn. Tipped amounts are 10-25% of the fare."""
+    so a classifier has a real signal to learn. Tipped amounts are 10-25% of the fare. Rows
+    `turned` tip by the opposite habit: the fare and hour effects change sign."""
     zone_effect = rng.normal(0, 0.8, N_ZONES + 1)
-    logit = (1.0 + 1.2 * np.log(np.maximum(fare_c, 1) / 1500) + HOURLY_TIP_EFFECT[hour]
+    habit = np.where(turned, -1.0, 1.0)
+    logit = (1.0 + habit * (1.2 * np.log(np.maximum(fare_c, 1) / 1500) + HOURLY_TIP_EFFECT[hour])
              + zone_effect[pickup_zone] + 0.5 * zone_effect[dropoff_zone])
     tipped = (payment == CARD) & (rng.random(len(fare_c)) < 1 / (1 + np.exp(-logit)))
     share = np.clip(rng.normal(0.18, 0.04, len(fare_c)), 0.10, 0.25)
@@ -499,7 +519,8 @@ def _ids(trip_id: np.ndarray, rows: np.ndarray) -> tuple[str, ...]:
 
 
 def _spec_dict(spec: DemoDataSpec) -> dict[str, Any]:
-    return {**dataclasses.asdict(spec), "start_date": spec.start_date.isoformat(), "formats": list(spec.formats)}
+    return {**dataclasses.asdict(spec), "start_date": spec.start_date.isoformat(), "formats": list(spec.formats),
+            "shift_from": spec.shift_from.isoformat() if spec.shift_from else None, "shift": list(spec.shift)}
 
 
 def _ensure_bucket(s3_client: Any, bucket: str) -> None:
@@ -529,6 +550,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=DemoDataSpec.seed)
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated, rotated over objects")
     parser.add_argument("--manifest-out", help="also write the manifest JSON to this file")
+    parser.add_argument("--shift-from", type=date.fromisoformat, default=None,
+                        help="change the trips from this day on (see --shift)")
+    parser.add_argument("--shift", default=",".join(SHIFTS),
+                        help=f"comma-separated kinds of change with --shift-from: {', '.join(SHIFTS)}")
     args = parser.parse_args(argv)
 
     import boto3
@@ -539,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         use_local_credentials()  # a local endpoint takes any credentials; never overrides real ones
     spec = DemoDataSpec(start_date=args.start_date, days=args.days, objects_per_day=args.objects_per_day,
                         rows_per_object=args.rows_per_object, seed=args.seed,
-                        formats=tuple(f.strip() for f in args.formats.split(",")))
+                        formats=tuple(f.strip() for f in args.formats.split(",")), shift_from=args.shift_from,
+                        shift=tuple(k.strip() for k in args.shift.split(",") if k.strip()))
     started = time.monotonic()
     manifest = upload(spec, boto3.client("s3", endpoint_url=args.endpoint_url), args.bucket, args.prefix)
     if args.manifest_out:

@@ -1,6 +1,7 @@
 """Every stage of strata.stages (ingest -> silver -> gold) for each dataset and a run date, in one
 Spark application, in the order their inputs and outputs give, then (with pipeline.models) the
-train and predict jobs for each model of the dataset. Stops at the first stage that fails; the
+train, predict and monitor jobs for each model of the dataset, and train again when the monitor
+asks for it. Stops at the first stage that fails; the
 job then exits with that stage's code (2 for a blocking gate, 1 otherwise). With --from/--to it
 runs each date of the range in order, in the same application, and stops at the first date that
 fails; the same range run again goes on from there, as the dates done are no-ops.
@@ -11,7 +12,8 @@ nothing new, of the latest date or an earlier one, changes no table. A stage who
 the date failed (ops.failed_runs) is never skipped. A model is trained again only once the
 newest version trained with its config is retrain_after_days old (or the config changed);
 predict is skipped when it already scored the run date after the features' last change with the
-versions the registry names now.
+versions the registry names now; monitor when it already ran after the predictions' last change
+(its recorded decision stands). A retrain the monitor asked for runs once per run date.
 
 Each stage's counts hold its wall-clock duration_seconds. At the end of every run that got to
 start, failed ones included, the pipeline writes its HTML run report (strata.report) to
@@ -171,6 +173,35 @@ def predict_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     return predict.run(ctx)
 
 
+def monitor_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
+    """Monitors the run date's predictions unless monitor already did after their last change on
+    the date; then the decision it recorded for the date stands (its `retrain`)."""
+    from strata.jobs import monitor
+
+    dataset = ctx.config.dataset(model.dataset)
+    predictions, decisions = catalog.predictions(model, dataset), catalog.monitoring(model.name, "decisions")
+    if up_to_date(ctx.lake, dataset.name, decisions, "monitor", ctx.run_date, predictions):
+        decided = (ctx.lake.read(decisions, partitions=[{"run_date": ctx.run_date.isoformat()}])
+                   .select("retrain", "reasons").collect())
+        if decided:
+            ctx.record_table(decisions)
+            return {"model": model.name, "retrain": {"triggered": decided[0].retrain, "reasons": list(decided[0].reasons)},
+                    "skipped": "already monitored after the predictions' last change"}
+    return monitor.run(ctx)
+
+
+def retrain_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
+    """Trains the model on the monitor's decision, unless a version trained with the current
+    config was already gated for this run date (a re-run trains once); train's promotion gate
+    decides whether the new version serves."""
+    from strata.jobs import train
+
+    trained = train.current_version(Tracking.connect(ctx.config.mlflow), model, ctx.run_date)
+    if trained is not None and trained[1] == ctx.run_date.isoformat():
+        return {"model": model.name, "skipped": f"version {trained[0]} was already trained for {trained[1]}"}
+    return train.run(ctx)
+
+
 def run(ctx: JobContext) -> dict:
     """One run date, or each date of a backfill in order (stopping at the first that fails:
     its exception is the run's). The counts of a backfill hold each date's outcome, stages and
@@ -256,4 +287,12 @@ def run_stages(ctx: JobContext) -> dict:
                 predict_ctx = step_context(ctx, "predict", dataset=name, model=model.name)
                 run_step(ctx, predict_ctx, name, f"{name}.predict.{model.name}",
                          lambda model=model, predict_ctx=predict_ctx: predict_unless_done(predict_ctx, model))
+                monitor_ctx = step_context(ctx, "monitor", dataset=name, model=model.name)
+                watched = run_step(ctx, monitor_ctx, name, f"{name}.monitor.{model.name}",
+                                   lambda model=model, monitor_ctx=monitor_ctx: monitor_unless_done(monitor_ctx, model))
+                if watched.get("retrain", {}).get("triggered"):
+                    retrain_ctx = step_context(ctx, "train", dataset=name, model=model.name, table_version=None,
+                                               no_promote=False)
+                    run_step(ctx, retrain_ctx, name, f"{name}.retrain.{model.name}",
+                             lambda model=model, retrain_ctx=retrain_ctx: retrain_unless_done(retrain_ctx, model))
     return {"datasets": datasets, "stages": ctx.counts["stages"]}

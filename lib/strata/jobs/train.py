@@ -143,7 +143,7 @@ def split_rows(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig) -> D
 
 def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelConfig, lap: Laps) -> dict:
     """Fits, tunes, picks the threshold and evaluates; everything the log and the gate need."""
-    from strata.ml import estimators, evaluate
+    from strata.ml import estimators, evaluate, monitoring
     from strata.ml.split import split_counts, stratified_folds
 
     keys = dataset.keys
@@ -190,6 +190,10 @@ def train_and_evaluate(splits: DataFrame, dataset: DatasetConfig, model: ModelCo
         outcome["baseline"] = {"threshold": base_threshold, "metrics": evaluate.binary_metrics(
             scored(baseline, test), LABEL, SCORE, base_threshold, model.beta)}
     lap("baselines")
+    # the monitor's reference for this version: its training rows and its scores on the test rows
+    outcome["reference_profile"] = monitoring.reference_profile(
+        splits.where(F.col(SPLIT) == "train"), test_scored, SCORE, threshold, model).to_dict()
+    lap("reference_profile")
     return outcome
 
 
@@ -214,7 +218,7 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
     from mlflow.models import infer_signature
     from pyspark.ml.classification import LogisticRegressionModel
 
-    from strata.ml import plots
+    from strata.ml import monitoring, plots
 
     table_path = ctx.lake.path(table)
     primary = model.primary_metric
@@ -266,6 +270,8 @@ def log_to_mlflow(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, m
                 plots.evaluation_record(curves, auc, outcome["metrics"], outcome["threshold"])))
             (folder / "datasheet.md").write_text(datasheet(ctx, dataset, model, table, version, outcome))
             (folder / "tuning.json").write_text(json.dumps(outcome["tuning"], indent=2, default=str))
+            (folder / monitoring.REFERENCE_ARTIFACT).parent.mkdir(parents=True)
+            (folder / monitoring.REFERENCE_ARTIFACT).write_text(json.dumps(outcome["reference_profile"]))
             mlflow.log_artifacts(str(folder))
 
         # Before the model is registered: a version whose learnt rows were not kept falls back to
@@ -338,7 +344,7 @@ def _excluded_upstream(ctx: JobContext, dataset: DatasetConfig) -> list[str]:
 
 
 # Keys that change how the model is run or scored, not what is learnt: no retraining for them.
-NOT_LEARNT = ("parallelism", "shadow", "retrain_after_days")
+NOT_LEARNT = ("parallelism", "shadow", "retrain_after_days", "monitoring")
 
 
 def config_digest(model: ModelConfig) -> str:

@@ -30,17 +30,23 @@ tv_distance, l_infinity_distance), so its users find their way around.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, functions as F
+from pyspark.sql import Column, DataFrame, Window, functions as F
 
 EMPTY_SHARE = 1e-4
 BINS = 10
 GRID = 100
 # approxQuantile's relative error: a quantile's rank is off by at most this share of the rows.
 QUANTILE_ERROR = 0.001
+# The values of a categorical column a profile does not keep, counted together.
+OTHER = "__other__"
+# The quantiles a column's summary lists.
+SUMMARY_POINTS = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,56 @@ class CategoricalProfile:
     rows: int
     nulls: int
     counts: dict[str, int]     # rows per value, as text
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """What the daily profile table says of a column: rows with a value and nulls, the share of
+    zeros (numeric), an approximate distinct count, moments and quantiles (numeric), and the most
+    frequent values with their rows."""
+    column: str
+    column_type: str  # numeric | categorical
+    rows: int
+    nulls: int
+    zeros: int | None = None
+    distinct: int | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    quantiles: dict[str, float] = field(default_factory=dict)  # p05, p25, ... -> value
+    frequent: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A sample summarised for drift (binned numeric, counted categorical) and for people
+    (summaries), column by column."""
+    numeric: dict[str, NumericProfile]
+    categorical: dict[str, CategoricalProfile]
+    summaries: dict[str, ColumnSummary] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The binned part, as JSON-able data (what a model version keeps as its reference)."""
+        return {"numeric": {c: dataclasses.asdict(p) for c, p in self.numeric.items()},
+                "categorical": {c: dataclasses.asdict(p) for c, p in self.categorical.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        numeric = {c: NumericProfile(p["column"], int(p["rows"]), int(p["nulls"]), tuple(p["edges"]),
+                                     tuple(int(n) for n in p["counts"]), tuple(p["quantiles"]))
+                   for c, p in data.get("numeric", {}).items()}
+        categorical = {c: CategoricalProfile(p["column"], int(p["rows"]), int(p["nulls"]),
+                                             {str(k): int(v) for k, v in p["counts"].items()})
+                       for c, p in data.get("categorical", {}).items()}
+        return cls(numeric, categorical)
+
+    def edges(self) -> dict[str, tuple[float, ...]]:
+        return {c: p.edges for c, p in self.numeric.items()}
+
+    def values(self) -> dict[str, set[str]]:
+        """The categorical values kept apart (every other value counts as OTHER)."""
+        return {c: set(p.counts) - {OTHER} for c, p in self.categorical.items()}
 
 
 def grid(points: int) -> list[float]:
@@ -119,6 +175,98 @@ def categorical_profiles(df: DataFrame, columns: Sequence[str]) -> dict[str, Cat
         nulls = sum(int(r["count"]) for r in rows if r.value is None)
         profiles[c] = CategoricalProfile(c, sum(counts.values()), nulls, counts)
     return profiles
+
+
+def _point_name(u: float) -> str:
+    return f"p{round(u * 100):02d}"
+
+
+def profile(df: DataFrame, edges: dict[str, tuple[float, ...]], categorical: Sequence[str],
+            values: Mapping[str, Collection[str]] | None = None, max_categories: int = 100, frequent: int = 10,
+            points: int = GRID, relative_error: float = QUANTILE_ERROR) -> Profile:
+    """The sample's profile in three passes over df, whatever its number of columns: one
+    aggregate (nulls, bins, zeros, distinct counts, moments), one approxQuantile (every numeric
+    column's grid and summary quantiles), one count of rows per (column, value).
+
+    Numeric columns are binned at `edges`. A categorical column keeps apart the values of
+    `values` (a reference's, so two profiles compare value by value), else its max_categories
+    most frequent; the rest count as OTHER."""
+    numeric = list(edges)
+    columns = numeric + list(categorical)
+    typed = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in numeric],
+                      *[F.col(c).cast("string").alias(c) for c in categorical])
+    aggregates = [F.count(F.lit(1)).alias("__rows")]
+    for c in columns:
+        aggregates += [F.count(F.when(F.col(c).isNull(), 1)).alias(f"{c}__nulls"),
+                       F.approx_count_distinct(c).alias(f"{c}__distinct")]
+    for c in numeric:
+        binned = _bin(c, edges[c])
+        aggregates += [F.count(F.when(F.col(c).isNotNull() & (binned == i), 1)).alias(f"{c}__{i}")
+                       for i in range(len(edges[c]) + 1)]
+        aggregates += [F.count(F.when(F.col(c) == 0, 1)).alias(f"{c}__zeros"), F.mean(c).alias(f"{c}__mean"),
+                       F.stddev_samp(c).alias(f"{c}__stddev"), F.min(c).alias(f"{c}__min"),
+                       F.max(c).alias(f"{c}__max")]
+    totals = typed.agg(*aggregates).first().asDict()
+    cuts = grid(points) + list(SUMMARY_POINTS)
+    found = dict(zip(numeric, typed.approxQuantile(numeric, cuts, relative_error))) if numeric else {}
+    counted = _value_counts(typed, columns, set(categorical), values or {}, max(max_categories, frequent), frequent)
+
+    numeric_profiles, categorical_profiles, summaries = {}, {}, {}
+    for c in numeric:
+        counts = tuple(int(totals[f"{c}__{i}"]) for i in range(len(edges[c]) + 1))
+        q = [float(v) for v in found[c]]
+        numeric_profiles[c] = NumericProfile(c, sum(counts), int(totals[f"{c}__nulls"]), tuple(edges[c]), counts,
+                                             tuple(q[:points]))
+        summaries[c] = ColumnSummary(
+            c, "numeric", sum(counts), int(totals[f"{c}__nulls"]), int(totals[f"{c}__zeros"]),
+            int(totals[f"{c}__distinct"]), totals[f"{c}__mean"], totals[f"{c}__stddev"], totals[f"{c}__min"],
+            totals[f"{c}__max"], {_point_name(u): v for u, v in zip(SUMMARY_POINTS, q[points:])},
+            _most_frequent(counted.get(c, {}), frequent))
+    for c in categorical:
+        nulls = int(totals[f"{c}__nulls"])
+        rows = int(totals["__rows"]) - nulls
+        seen = counted.get(c, {})
+        if c in (values or {}):
+            kept = {v: seen.get(v, 0) for v in values[c]}
+        else:
+            kept = dict(sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories])
+        other = rows - sum(kept.values())
+        categorical_profiles[c] = CategoricalProfile(c, rows, nulls, {**kept, **({OTHER: other} if other else {})})
+        summaries[c] = ColumnSummary(c, "categorical", rows, nulls, distinct=int(totals[f"{c}__distinct"]),
+                                     frequent=_most_frequent(seen, frequent))
+    return Profile(numeric_profiles, categorical_profiles, summaries)
+
+
+def _value_counts(typed: DataFrame, columns: Sequence[str], categorical: set[str],
+                  values: Mapping[str, Collection[str]], most: int, frequent: int) -> dict[str, dict[str, int]]:
+    """Rows per value of each column, in one aggregation: the `most` most frequent values of a
+    categorical column (`frequent` of a numeric one) and every value of `values`."""
+    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
+                                for c in columns]))
+    counts = (typed.select(pairs.alias("pair")).select("pair.*").where(F.col("value").isNotNull())
+              .groupBy("column", "value").count())
+    rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), "value"))
+    limit = F.when(F.col("column").isin(*categorical), most).otherwise(frequent) if categorical else F.lit(frequent)
+    wanted = F.col("rank") <= limit
+    for c, kept in values.items():
+        if kept:
+            wanted = wanted | ((F.col("column") == c) & F.col("value").isin(*sorted(kept)))
+    found: dict[str, dict[str, int]] = {}
+    for row in counts.withColumn("rank", rank).where(wanted).collect():
+        found.setdefault(row["column"], {})[row["value"]] = int(row["count"])
+    return found
+
+
+def _most_frequent(counts: Mapping[str, int], n: int) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
+
+def drift_rows(reference: Profile, current: Profile) -> list[dict]:
+    """One drift row per column both profiles have (numeric and categorical)."""
+    rows = [numeric_drift(reference.numeric[c], current.numeric[c]) for c in reference.numeric if c in current.numeric]
+    rows += [categorical_drift(reference.categorical[c], current.categorical[c])
+             for c in reference.categorical if c in current.categorical]
+    return rows
 
 
 # --- metrics: arithmetic on two profiles ---------------------------------------------------------

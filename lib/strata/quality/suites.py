@@ -14,7 +14,7 @@ from great_expectations.expectations.expectation_configuration import Expectatio
 from strata.quality.common import SEVERITIES, SuiteError, _one_line, _severity
 from strata.quality.rules import _row_rule_refusal
 
-LAYERS = ("bronze", "silver", "gold")
+LAYERS = ("bronze", "silver", "gold", "monitoring")
 # <repo>/expectations of the checkout.
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[3] / "expectations"
 
