@@ -99,20 +99,26 @@ export STRATA_SPARK__MASTER="$MASTER"
 
 BUILD="$ROOT/build"
 mkdir -p "$BUILD"
+# Each archive is written beside its name and renamed into place: a submit running at the same
+# time never reads a half-written one.
 ( cd "$ROOT/lib" && "$PY" - "$BUILD/strata-lib.zip" <<'PYZIP'
-import pathlib, sys, zipfile
-with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+import os, pathlib, sys, zipfile
+partial = f"{sys.argv[1]}.{os.getpid()}"
+with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path("strata").rglob("*.py")):
         z.write(p)
+os.replace(partial, sys.argv[1])
 PYZIP
 )
 ( cd "$ROOT" && "$PY" - "$BUILD/strata-conf.zip" <<'PYZIP'
-import pathlib, sys, zipfile
-with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+import os, pathlib, sys, zipfile
+partial = f"{sys.argv[1]}.{os.getpid()}"
+with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
     for top in ("conf", "expectations"):
         for p in sorted(pathlib.Path(top).rglob("*")):
             if p.is_file():
                 z.write(p)
+os.replace(partial, sys.argv[1])
 PYZIP
 )
 
