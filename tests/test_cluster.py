@@ -229,10 +229,15 @@ def test_pipeline_on_the_cluster_writes_what_local_mode_writes(standalone_cluste
     for summary in (local, cluster):
         stages = summary["stages"]
         assert set(stages) == {"trips.ingest", "trips.silver", "trips.gold", "trips.anomalies", "trips.train.tips",
-                               "trips.predict.tips"}, stages
+                               "trips.predict.tips", "trips.monitor.tips"}, stages
         assert not any(counts.get("skipped") for counts in stages.values()), stages
         assert stages["trips.train.tips"]["promotion"]["promoted"] is True, stages["trips.train.tips"]
 
+    # the monitor decided the same; its tables hold the probabilities' quantiles and bins, which
+    # move in their last bits with the logistic regression's sums (see `same`): compared there
+    assert local["stages"]["trips.monitor.tips"]["retrain"] == cluster["stages"]["trips.monitor.tips"]["retrain"]
+    assert local["stages"]["trips.monitor.tips"]["drifted_features"] == \
+        cluster["stages"]["trips.monitor.tips"]["drifted_features"]
     names = assert_same_tables(spark, local_root / "lake", cluster_root / "lake")
     assert {"bronze/trips", "silver/trips", "quarantine/trips", "gold/trips_features", "gold/trips_daily_zone",
             "gold/tips_predictions", "gold/trips_flagged", "quarantine/trips_flagged"} <= names, names

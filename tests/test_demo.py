@@ -48,6 +48,9 @@ def test_make_demo_trains_promotes_and_scores_once_and_a_second_run_changes_noth
     assert output.count("demo: 2024-01-0") >= 2 and "train version 1 promoted" in output
     assert "Quarantined rows by reason:" in output and "make mlflow-ui" in output
     assert f"test pr_auc {tips['interval']['estimate']:.3f}" in output
+    # the monitor watched each day of unshifted trips and asked for no retrain
+    assert tips["monitor"]["retrain"] == {"triggered": False, "reasons": []} and "retrain_triggered" not in tips
+    assert "monitor: no retrain asked" in output
     # the anomaly flags recover the generator's planted rides (the floor: recall 0.8 at precision 0.5)
     flags = first["flags"]
     flagged = DeltaTable(first["tables"]["gold.trips_flagged"]["path"]).to_pyarrow_table(columns=["is_outlier"])

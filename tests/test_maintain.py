@@ -195,6 +195,16 @@ def test_maintain_job_compacts_shared_tables_and_skips_missing_ones(spark, tmp_p
     assert sorted(r.n for r in lake.read(QUALITY_RESULTS).collect()) == [0, 1, 2]
 
 
+def test_maintain_covers_the_models_tables_of_its_datasets():
+    from strata.config import load_config
+
+    names = {t.qualified_name for t in maintain.selected_tables(load_config("local"), "trips")}
+    assert {"gold.tips_predictions", "quarantine.tips_predictions", "ml.tips_learnt_rows", "monitoring.tips_profile",
+            "monitoring.tips_drift", "monitoring.tips_performance", "monitoring.tips_decisions",
+            "quarantine.tips_drift"} <= names
+    assert {"bronze.trips", "gold.trips_flagged", "quality.results"} <= names
+
+
 def test_old_data_docs_are_pruned_and_recent_ones_kept(spark, tmp_path):
     from great_expectations import expectations as gxe
     from great_expectations.core import ExpectationSuite

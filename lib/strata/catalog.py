@@ -151,6 +151,18 @@ def monitoring(model: str, kind: str) -> TableSpec:
     return TableSpec("monitoring", f"{model}_{kind}", partition_by=("run_date",))
 
 
+def model_tables(model: ModelConfig, dataset: DatasetConfig) -> dict[str, TableSpec]:
+    """Every table of the model by role: predictions, learnt rows and monitoring, with the
+    quarantines of the gated ones."""
+    tables = {"predictions": predictions(model, dataset),
+              "predictions_quarantine": quarantine_of(predictions(model, dataset)),
+              "learnt_rows": learnt_rows(model.name)}
+    for kind in MONITORING_TABLES:
+        tables[kind] = monitoring(model.name, kind)
+        tables[f"{kind}_quarantine"] = quarantine_of(tables[kind])
+    return tables
+
+
 def suite_name(table: TableSpec) -> tuple[str, str]:
     """(layer, name) of the table's suite: expectations/<layer>/<name>.json."""
     if table.layer not in GATED_LAYERS:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SCORE_BINS = 20
 # At most this many rides of each kind (outliers, the others) in the scatter.
 SCATTER_SAMPLE = 2000
-LAYERS = ("bronze", "silver", "gold", "quarantine", "ml", "ops", "quality")
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ml", "monitoring", "ops", "quality")
 
 
 # --- the file -------------------------------------------------------------------------------------

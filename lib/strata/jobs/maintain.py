@@ -1,6 +1,7 @@
 """Lake upkeep: compact small files, vacuum, prune old Data Docs.
 
-For every table of the selected datasets (catalog.dataset_tables) plus the shared ones
+For every table of the selected datasets (catalog.dataset_tables) and of their models
+(catalog.model_tables: predictions, learnt rows, monitoring), plus the shared ones
 (catalog.shared_tables: quality results and the ops tables, which grow by tiny appends):
   1. compact: each partition's small files become files of about lake.maintenance.target_file_size_mb,
      in one commit per table that changes no row and records no changed partition;
@@ -38,12 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def selected_tables(config, dataset: str | None) -> list[TableSpec]:
-    """The dataset's tables (or every configured dataset's) plus the shared ones, each once."""
+    """The dataset's tables (or every configured dataset's) and its models' tables, plus the
+    shared ones, each once."""
     names = [dataset] if dataset else sorted(config.datasets)
     tables: dict[str, TableSpec] = {}
     for name in names:
-        for table in catalog.dataset_tables(config.dataset(name)).values():
+        dataset = config.dataset(name)
+        for table in catalog.dataset_tables(dataset).values():
             tables.setdefault(table.qualified_name, table)
+        for model in config.models_of(name):
+            for table in catalog.model_tables(model, dataset).values():
+                tables.setdefault(table.qualified_name, table)
     for table in catalog.shared_tables():
         tables.setdefault(table.qualified_name, table)
     return list(tables.values())
