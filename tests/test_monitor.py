@@ -27,6 +27,7 @@ from strata.config import ConfigError, load_config
 from strata.jobs import monitor, pipeline, predict, train
 from strata.ml import drift
 from strata.runner import JobContext
+from strata.tracking import Tracking
 from strata.transforms import gold as G
 from strata_dev.demo_data import DemoDataSpec, generate
 
@@ -217,13 +218,6 @@ def test_the_monitoring_tables_read_without_spark(project, nights):
     assert len(decisions) == 3
 
 
-def test_a_rerun_of_a_date_replaces_its_partitions(spark, project, nights):
-    before = {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES}
-    again = monitor.run(context(spark, project, "monitor", DAY2))
-    assert again["retrain"] == nights[DAY2]["retrain"]
-    assert {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES} == before
-
-
 def test_the_pipeline_trains_on_the_decision_once(spark, project, nights):
     """The pipeline's monitor step finds the date monitored, takes its recorded decision, and
     trains; a re-run trains nothing more."""
@@ -238,6 +232,32 @@ def test_the_pipeline_trains_on_the_decision_once(spark, project, nights):
         catalog.features(ctx.config.dataset("trips")))
     again = pipeline.retrain_unless_done(context(spark, project, "train", DAY3), model)
     assert again["skipped"] == "version 2 was already trained for 2024-01-03"
+
+
+def test_a_rerun_of_a_date_replaces_its_partitions_and_keeps_the_version_that_scored(spark, project, nights):
+    """After the retrain above: the date's rows were scored by version 1, so version 1's training
+    profile stays their reference whatever the champion is now."""
+    ctx = context(spark, project, "monitor", DAY3)
+    Tracking.connect(ctx.config.mlflow).set_alias(MODEL, "champion", "2")  # whatever the gate decided
+    before = {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES}
+    again = monitor.run(ctx)
+    assert again["retrain"] == nights[DAY3]["retrain"] and again["champion_version"] == "1"
+    assert {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES} == before
+
+
+def test_a_lost_decision_fails_the_run_instead_of_reporting_ok(spark, project, nights, monkeypatch):
+    from strata import publish
+
+    original = publish.publish
+
+    def losing(ctx, outputs):  # the decision row is lost on its way to the table
+        outputs[-1].frame = outputs[-1].frame.limit(0)
+        return original(ctx, outputs)
+
+    monkeypatch.setattr(publish, "publish", losing)
+    with pytest.raises(publish.NotReconciled, match=r"monitoring.watch_decisions: 0 rows written and 0 quarantined "
+                                                    r"for 1 made"):
+        monitor.run(context(spark, project, "monitor", DAY2))
 
 
 def test_a_champion_without_a_training_profile_is_one_line(spark, project, nights, monkeypatch):

@@ -11,9 +11,9 @@ gated by its suite (expectations/monitoring/<model>_<table>.json):
 
 - monitoring/<model>_profile: per feature, the probability and the decision: rows, nulls, zeros,
   distinct values, moments, quantiles, frequent values, and the bins the drift is computed on.
-- monitoring/<model>_drift: per column, against the champion's training profile (drift_type
-  BASELINE; logged by train with the version) and against the previous run date's profile of the
-  same champion (CONSECUTIVE): population stability index, Jensen-Shannon distance, KS,
+- monitoring/<model>_drift: per column, against the training profile of the champion that scored
+  the rows (drift_type BASELINE; logged by train with the version) and against the previous run
+  date's profile of the same version (CONSECUTIVE): population stability index, Jensen-Shannon distance, KS,
   Wasserstein, chi-squared, TV and L-infinity distances, and whether it drifted (BASELINE PSI at
   or above models.<name>.monitoring.feature_psi).
 - monitoring/<model>_performance: once labels exist, the realised metrics of the champion and of
@@ -21,7 +21,8 @@ gated by its suite (expectations/monitoring/<model>_<table>.json):
 - monitoring/<model>_decisions: whether to retrain, the reasons and the evidence (thresholds in
   models.<name>.monitoring, strata.ml.monitoring.decide).
 
-The job decides; it does not train: the pipeline (and the orchestrator) train on a decision to
+Each table's rows written plus quarantined must equal the rows the job made, else the run fails
+(publish.NotReconciled). The job decides; it does not train: the pipeline (and the orchestrator) train on a decision to
 retrain, and train's promotion gate decides what to serve. The summary line says
 `retrain: {triggered, reasons}`. A re-run of the date replaces its partitions.
 """
@@ -39,7 +40,7 @@ from pyspark.sql import functions as F
 from strata import catalog, publish
 from strata.config import DatasetConfig, ModelConfig
 from strata.runner import JobContext, Laps
-from strata.tracking import CHAMPION, Tracking
+from strata.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,8 @@ def run(ctx: JobContext) -> dict:
     model = ctx.config.model(ctx.args.model)
     dataset = ctx.config.dataset(model.dataset)
     tracking = Tracking.connect(ctx.config.mlflow)
-    champion = tracking.version_by_alias(model.name, CHAMPION)
-    if champion is None:
-        raise LookupError(f"model {model.name} has no champion in the registry at {tracking.tracking_uri}: "
-                          f"nothing was scored to monitor")
-    reference = load_reference(model, champion)
     counts = ctx.counts
-    counts.update(model=model.name, champion_version=str(champion.version))
+    counts["model"] = model.name
     lap = Laps(counts)
     predictions = catalog.predictions(model, dataset)
     partitions = scored_partitions(ctx, predictions)
@@ -97,6 +93,10 @@ def run(ctx: JobContext) -> dict:
         return counts
     scored = scored_rows(ctx, dataset, model, predictions, partitions).cache()
     try:
+        # the version that scored the rows, which a promotion since may have replaced as champion
+        champion = tracking.client.get_model_version(model.name, scoring_version(scored, model))
+        counts["champion_version"] = str(champion.version)
+        reference = load_reference(model, champion)
         champion_rows = scored.where(F.col("role") == CHAMPION_ROLE)
         current = monitoring.current_profile(champion_rows, reference, model)
         scored_summary = current.summaries[monitoring.PROBABILITY]
@@ -135,14 +135,36 @@ def run(ctx: JobContext) -> dict:
             "evidence": json.dumps(evidence, default=str), "run_id": ctx.run_id,
             "decided_at": dt.datetime.now(dt.timezone.utc)}]),
     ]
-    published = publish.publish(ctx, outputs)
+    made = {o.table.name: o.frame.count() for o in outputs}
+    try:
+        published = publish.publish(ctx, outputs)
+    finally:
+        for output in outputs:
+            output.frame.unpersist()
     lap("publish")
+    for output, result in zip(outputs, published):
+        # every row made is in the table or its quarantine: never ok on a lost decision or drift row
+        if result.table.rows_added + result.quarantine.rows_added != made[output.table.name]:
+            raise publish.NotReconciled(
+                f"{output.table.qualified_name}: {result.table.rows_added} rows written and "
+                f"{result.quarantine.rows_added} quarantined for {made[output.table.name]} made")
     counts.update(
         tables_written={o.table.name: p.counts() for o, p in zip(outputs, published)},
         drifted_features=list(decision.drifted_features), drifted_share=round(decision.drifted_share, 4),
         performance={p["role"]: {"metric": p["metric"], "value": p["value"], "rows": p["rows"]} for p in performance},
         retrain={"triggered": decision.retrain, "reasons": list(decision.reasons)})
     return counts
+
+
+def scoring_version(scored: DataFrame, model: ModelConfig) -> str:
+    """The registered version whose rows have the champion role (predict scores a date's
+    partitions whole, with one champion)."""
+    versions = sorted(r.model_version for r in scored.where(F.col("role") == CHAMPION_ROLE)
+                      .select("model_version").distinct().collect())
+    if len(versions) != 1:
+        raise ValueError(f"{model.name}: the run date's champion rows were scored by versions {versions}: "
+                         f"run predict for the date again")
+    return versions[0]
 
 
 def load_reference(model: ModelConfig, version):
@@ -211,7 +233,8 @@ def realised_performance(scored: DataFrame, model: ModelConfig, tracking: Tracki
     labelled = scored.where(F.col(LABEL).isNotNull())
     rows = []
     for r in labelled.groupBy("role", "model_version").agg(F.first("threshold").alias("threshold")).collect():
-        of_role = labelled.where(F.col("role") == r.role).select(F.col(LABEL).cast("int").alias(LABEL), "probability")
+        of_role = labelled.where((F.col("role") == r.role) & (F.col("model_version") == r.model_version)).select(
+            F.col(LABEL).cast("int").alias(LABEL), "probability")
         m = evaluate.binary_metrics(of_role, LABEL, "probability", r.threshold, model.beta)
         value = _number(m[metric])
         rows.append({"role": r.role, "model_version": r.model_version, "metric": metric, "value": value,
