@@ -32,7 +32,7 @@ def test_the_work_model_recovers_a_line_with_a_fixed_cost():
     fit = estimate.fit_work(rows, [40 + 0.006 * r for r in rows])  # 46, 52, 70, 100
     assert fit["p"] == 1.0 and fit["a"] == pytest.approx(40) and fit["b"] == pytest.approx(0.006)
     assert fit["relative_rmse"] == pytest.approx(0, abs=1e-9)
-    assert estimate.work_at(fit, 100_000) == pytest.approx(640)
+    assert estimate.at(fit, 100_000) == pytest.approx(640)
 
 
 def test_the_work_model_finds_the_exponent_of_its_grid():
@@ -54,19 +54,21 @@ def test_two_samples_give_the_line_through_them_and_a_negative_intercept_goes_th
         estimate.fit_work([10, 10], [5, 6])
 
 
-def test_the_wall_model_and_the_prediction():
-    # 2 cores at 80% efficiency: the parallel part is core-s / 1.6, plus 10 s serial
+def test_the_serial_model_and_the_prediction():
+    # on 2 cores: wall = 10 s serial + core-s / 2
     core = [16, 32, 64]
-    wall = estimate.fit_wall(core, [10 + c / 1.6 for c in core])  # 20, 30, 50
-    assert wall["serial_seconds"] == pytest.approx(10) and wall["per_core_second"] == pytest.approx(0.625)
-    assert estimate.efficiency(wall, 2) == pytest.approx(0.8)
+    serial = estimate.fit_serial([1000, 2000, 4000], [10 + c / 2 for c in core], core, cores=2)  # 18, 26, 42
+    assert serial["a"] == pytest.approx(10) and serial["b"] == pytest.approx(0, abs=1e-12) and serial["cores"] == 2
+    # wall below core-s / cores (a busy machine stretches task time): no serial part, not a negative one
+    assert estimate.fit_serial([1000, 2000], [7, 15], [16, 32], cores=2)["a"] == 0
     work = {"a": 10.0, "b": 0.001, "p": 1.0}
-    # 1,000,000 rows: 1010 core-s; on 8 cores at 80%: 10 + 1010 / 6.4 = 167.8125 s
-    p = estimate.predict(work, wall, 1_000_000, 8, 2, price_per_core_hour=0.5)
-    assert p["core_seconds"] == pytest.approx(1010) and p["wall_seconds"] == pytest.approx(167.8125)
+    # 1,000,000 rows: 1010 core-s; on 8 cores: 10 + 1010 / 8 = 136.25 s
+    p = estimate.predict(work, serial, 1_000_000, 8, price_per_core_hour=0.5)
+    assert p["core_seconds"] == pytest.approx(1010) and p["wall_seconds"] == pytest.approx(136.25)
     assert p["core_hours"] == pytest.approx(1010 / 3600)
-    assert p["cluster_core_hours"] == pytest.approx(8 * 167.8125 / 3600)
-    assert p["cost"] == pytest.approx(0.5 * 8 * 167.8125 / 3600)
+    assert p["cluster_core_hours"] == pytest.approx(8 * 136.25 / 3600)
+    assert p["cost"] == pytest.approx(0.5 * 8 * 136.25 / 3600)
+    assert p["efficiency"] == pytest.approx(1010 / (8 * 136.25))
     assert (p["rows"], p["cores"], p["price_per_core_hour"]) == (1_000_000, 8, 0.5)
 
 

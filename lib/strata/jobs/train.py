@@ -28,8 +28,8 @@ does not exist, an unreachable tracking store) is one line, exit 1, and no regis
 
 --estimate trains nothing and registers nothing (no MLflow run, no lake write): it runs steps 1
 to 4 (split_rows and train_and_evaluate, what a training spends its Spark time on) on growing
-samples of the pinned rows (estimate.fractions), measures each one's executor core-seconds in
-Spark's status store (strata.stagetime), fits a scaling model (strata.ml.estimate) and predicts
+samples of the pinned rows (estimate.fractions), measures each one's wall seconds and executor core-seconds
+in Spark's status store (strata.stagetime), fits scaling models (strata.ml.estimate) and predicts
 the full table's wall time on N cores (default: the session's defaultParallelism), its
 core-hours and their cost at estimate.price_per_core_hour.
 """
@@ -290,13 +290,14 @@ def estimate(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig) -> dic
         log.info("%s: %.0f%% sample, %d rows: %.1f s wall, %.1f executor core-seconds", model.name,
                  100 * fraction, sampled, measure.wall_seconds, measure.core_seconds)
     measured_cores = spark.sparkContext.defaultParallelism
-    work = scaling.fit_work([s["rows"] for s in samples], [s["core_seconds"] for s in samples])
-    wall = scaling.fit_wall([s["core_seconds"] for s in samples], [s["wall_seconds"] for s in samples])
+    sizes, core_seconds = [s["rows"] for s in samples], [s["core_seconds"] for s in samples]
+    work = scaling.fit_work(sizes, core_seconds)
+    serial = scaling.fit_serial(sizes, [s["wall_seconds"] for s in samples], core_seconds, measured_cores)
     cores = ctx.args.cores or measured_cores
-    prediction = scaling.predict(work, wall, total, cores, measured_cores, settings.price_per_core_hour)
-    counts.update(scaling={"work": work, "wall": wall, "measured_cores": measured_cores},
+    prediction = scaling.predict(work, serial, total, cores, settings.price_per_core_hour)
+    counts.update(scaling={"work": work, "serial": serial, "measured_cores": measured_cores},
                   prediction={k: (round(v, 6) if isinstance(v, float) else v) for k, v in prediction.items()})
-    print(scaling.readable(samples, work, wall, prediction), file=sys.stderr, flush=True)
+    print(scaling.readable(samples, work, serial, prediction), file=sys.stderr, flush=True)
     return counts
 
 

@@ -1,26 +1,28 @@
 """A training's cost from fits on growing samples: pure functions, no Spark.
 
-Two models, both fitted by least squares on the samples' measurements:
+Two models fitted by least squares on the samples' measurements, both of the form
+a + b * rows^p (a, b >= 0; p the exponent of the grid EXPONENTS that fits best, relative errors
+so the small samples weigh as much as the large ones; with two samples, p = 1):
 
-- work: executor core-seconds = a + b * rows^p (a, b >= 0). a is the work every fit does whatever
-  its size (hundreds of small Spark jobs: folds x param maps, thresholds, bootstraps); b * rows^p
-  the work that grows with the rows. p is the exponent of the grid EXPONENTS that fits best
-  (relative errors: the small samples weigh as much as the large ones); with two samples, p = 1.
-- wall: wall seconds = serial + per_core_second * core-seconds. serial is the time no executor
-  works (the driver: planning, scheduling, Python); per_core_second is 1 / (cores x efficiency)
-  on the cores the samples ran on, so the parallel efficiency is 1 / (per_core_second x cores).
+- work: executor core-seconds. a is the work every fit does whatever its size (hundreds of small
+  Spark jobs: folds x param maps, thresholds, bootstraps), b * rows^p the work that grows.
+- serial: wall seconds no core count shortens, each sample's wall time minus its core-seconds
+  spread over the cores it ran on (wall - core-seconds / cores): the driver planning, scheduling
+  and running Python, and cores idle while a stage has fewer tasks than cores.
 
-For the full table on N cores: wall = serial + work / (N x efficiency), efficiency capped at 1
-(N cores only help as far as the work has tasks for them; the samples' efficiency is assumed);
-the cluster's core-hours are N x wall and cost that times the price per core-hour.
+For the full table on N cores: wall = serial + work / N (Amdahl: what was serial on the samples'
+cores stays serial); the executors' core-hours are work / 3600, the cluster's N x wall / 3600,
+and the cost the cluster's core-hours at the price per core-hour.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-# Exponents tried for the work model: from sub-linear (cached, sampled steps) to quadratic.
+# Exponents tried: from sub-linear (cached, sampled steps) to quadratic.
 EXPONENTS = tuple(round(0.5 + 0.01 * i, 2) for i in range(151))
+WORK_FORM = "core_seconds = a + b * rows^p"
+SERIAL_FORM = "serial_seconds = a + b * rows^p, serial = wall - core_seconds / cores"
 
 
 def _weighted_line(x: Sequence[float], y: Sequence[float], w: Sequence[float]) -> tuple[float, float]:
@@ -40,71 +42,70 @@ def _weighted_line(x: Sequence[float], y: Sequence[float], w: Sequence[float]) -
     return intercept, slope
 
 
+def fit_power(rows: Sequence[float], values: Sequence[float], scale: Sequence[float] | None = None,
+              exponents: Sequence[float] = EXPONENTS) -> dict:
+    """values = a + b * rows^p by least squares of the errors relative to `scale` (default: the
+    values): {"a", "b", "p", "relative_rmse"}."""
+    if len(rows) != len(values) or len(rows) < 2:
+        raise ValueError("a scaling model needs at least two samples")
+    if len(set(rows)) < 2:
+        raise ValueError("a scaling model needs samples of at least two sizes")
+    scale = list(values if scale is None else scale)
+    if any(r <= 0 for r in rows) or any(v <= 0 for v in scale):
+        raise ValueError("samples must have rows and values above 0")
+    weights = [1 / v ** 2 for v in scale]
+    best = None
+    for p in (exponents if len(rows) > 2 else (1.0,)):
+        x = [r ** p for r in rows]
+        a, b = _weighted_line(x, values, weights)
+        error = _relative_rmse([a + b * xi for xi in x], values, scale)
+        if best is None or error < best["relative_rmse"] - 1e-12:
+            best = {"a": a, "b": b, "p": p, "relative_rmse": error}
+    assert best is not None
+    return best
+
+
 def fit_work(rows: Sequence[float], core_seconds: Sequence[float],
              exponents: Sequence[float] = EXPONENTS) -> dict:
     """core-seconds = a + b * rows^p fitted on the samples: {"form", "a", "b", "p",
     "relative_rmse"} (the fit's root-mean-square relative error on the samples)."""
-    if len(rows) != len(core_seconds) or len(rows) < 2:
-        raise ValueError("the work model needs at least two samples (rows, core-seconds)")
-    if len(set(rows)) < 2:
-        raise ValueError("the work model needs samples of at least two sizes")
-    if any(r <= 0 for r in rows) or any(c <= 0 for c in core_seconds):
-        raise ValueError("samples must have rows and core-seconds above 0")
-    weights = [1 / c ** 2 for c in core_seconds]  # relative errors
-    best = None
-    for p in (exponents if len(rows) > 2 else (1.0,)):
-        x = [r ** p for r in rows]
-        a, b = _weighted_line(x, core_seconds, weights)
-        error = _relative_rmse([a + b * xi for xi in x], core_seconds)
-        if best is None or error < best["relative_rmse"] - 1e-12:
-            best = {"a": a, "b": b, "p": p, "relative_rmse": error}
-    assert best is not None
-    return {"form": "core_seconds = a + b * rows^p", **best}
+    if any(c <= 0 for c in core_seconds):
+        raise ValueError("samples must have core-seconds above 0")
+    return {"form": WORK_FORM, **fit_power(rows, core_seconds, exponents=exponents)}
 
 
-def fit_wall(core_seconds: Sequence[float], wall_seconds: Sequence[float]) -> dict:
-    """wall = serial + per_core_second * core-seconds fitted on the samples (relative errors):
-    {"form", "serial_seconds", "per_core_second", "relative_rmse"}."""
-    if len(core_seconds) != len(wall_seconds) or len(core_seconds) < 2:
-        raise ValueError("the wall model needs at least two samples (core-seconds, wall seconds)")
-    if any(w <= 0 for w in wall_seconds):
-        raise ValueError("samples must have wall seconds above 0")
-    serial, slope = _weighted_line(core_seconds, wall_seconds, [1 / w ** 2 for w in wall_seconds])
-    if slope == 0:  # no growth seen: all of it serial would never shrink with cores; assume full use
-        serial, slope = 0.0, sum(wall_seconds) / sum(core_seconds)
-    fitted = [serial + slope * c for c in core_seconds]
-    return {"form": "wall_seconds = serial + per_core_second * core_seconds", "serial_seconds": serial,
-            "per_core_second": slope, "relative_rmse": _relative_rmse(fitted, wall_seconds)}
-
-
-def _relative_rmse(predicted: Sequence[float], actual: Sequence[float]) -> float:
-    return math.sqrt(sum(((p - a) / a) ** 2 for p, a in zip(predicted, actual)) / len(actual))
-
-
-def work_at(work: dict, rows: float) -> float:
-    return work["a"] + work["b"] * rows ** work["p"]
-
-
-def efficiency(wall: dict, measured_cores: int) -> float:
-    """The samples' parallel efficiency: executor core-seconds per second of the parallel part,
-    per core (at most 1)."""
-    return min(1.0, 1 / (wall["per_core_second"] * measured_cores))
-
-
-def predict(work: dict, wall: dict, rows: int, cores: int, measured_cores: int,
-            price_per_core_hour: float) -> dict:
-    """The full table on `cores` cores: rows, core-seconds, wall seconds, the executors' busy
-    core-hours, the cluster's core-hours (cores held for the wall time) and their cost."""
-    if cores < 1 or measured_cores < 1:
+def fit_serial(rows: Sequence[float], wall_seconds: Sequence[float], core_seconds: Sequence[float], cores: int,
+               exponents: Sequence[float] = EXPONENTS) -> dict:
+    """The serial wall seconds (wall - core-seconds / cores, at least 0) = a + b * rows^p, errors
+    relative to each sample's wall time: {"form", "a", "b", "p", "relative_rmse", "cores"}."""
+    if cores < 1:
         raise ValueError("cores must be at least 1")
-    core_seconds = work_at(work, rows)
-    used = efficiency(wall, measured_cores)
-    wall_seconds = wall["serial_seconds"] + core_seconds / (cores * used)
+    serial = [max(w - c / cores, 0.0) for w, c in zip(wall_seconds, core_seconds)]
+    return {"form": SERIAL_FORM, **fit_power(rows, serial, scale=wall_seconds, exponents=exponents), "cores": cores}
+
+
+def _relative_rmse(predicted: Sequence[float], actual: Sequence[float], scale: Sequence[float]) -> float:
+    return math.sqrt(sum(((p - a) / s) ** 2 for p, a, s in zip(predicted, actual, scale)) / len(actual))
+
+
+def at(model: dict, rows: float) -> float:
+    """A fitted a + b * rows^p at `rows`."""
+    return model["a"] + model["b"] * rows ** model["p"]
+
+
+def predict(work: dict, serial: dict, rows: int, cores: int, price_per_core_hour: float) -> dict:
+    """The full table on `cores` cores: rows, core-seconds, wall seconds, the executors' busy
+    core-hours, the cluster's core-hours (cores held for the wall time), their cost, and the
+    efficiency (core-seconds / (cores x wall))."""
+    if cores < 1:
+        raise ValueError("cores must be at least 1")
+    core_seconds = at(work, rows)
+    wall_seconds = at(serial, rows) + core_seconds / cores
     cluster_core_hours = cores * wall_seconds / 3600
     return {"rows": rows, "cores": cores, "core_seconds": core_seconds, "wall_seconds": wall_seconds,
             "core_hours": core_seconds / 3600, "cluster_core_hours": cluster_core_hours,
-            "efficiency": used, "price_per_core_hour": price_per_core_hour,
-            "cost": cluster_core_hours * price_per_core_hour}
+            "efficiency": core_seconds / (cores * wall_seconds) if wall_seconds > 0 else None,
+            "price_per_core_hour": price_per_core_hour, "cost": cluster_core_hours * price_per_core_hour}
 
 
 def smallest_trainable(fractions: Sequence[float], per_class: dict, train_share: float, folds: int,
@@ -115,16 +116,17 @@ def smallest_trainable(fractions: Sequence[float], per_class: dict, train_share:
     return [f for f in fractions if smallest * f * train_share >= margin * folds]
 
 
-def readable(samples: Sequence[dict], work: dict, wall: dict, prediction: dict) -> str:
+def readable(samples: Sequence[dict], work: dict, serial: dict, prediction: dict) -> str:
     """The samples, the models and the prediction as a short text table."""
-    lines = [f"{'sample':>8}  {'rows':>12}  {'wall s':>9}  {'core-s':>9}  {'model core-s':>12}"]
+    lines = [f"{'sample':>8}  {'rows':>12}  {'wall s':>9}  {'core-s':>9}  {'model wall s':>12}  {'model core-s':>12}"]
     for s in samples:
         lines.append(f"{s['fraction']:>8.2%}  {s['rows']:>12,}  {s['wall_seconds']:>9.1f}  {s['core_seconds']:>9.1f}"
-                     f"  {work_at(work, s['rows']):>12.1f}")
+                     f"  {at(serial, s['rows']) + at(work, s['rows']) / serial['cores']:>12.1f}"
+                     f"  {at(work, s['rows']):>12.1f}")
     p = prediction
     lines += [f"work: core-s = {work['a']:.3g} + {work['b']:.3g} x rows^{work['p']:.2f} "
-              f"(relative error {work['relative_rmse']:.1%}); wall: {wall['serial_seconds']:.1f} s serial + "
-              f"{wall['per_core_second']:.3g} s per core-s (efficiency {p['efficiency']:.0%})",
+              f"(relative error {work['relative_rmse']:.1%}); serial: {serial['a']:.3g} + {serial['b']:.3g} x "
+              f"rows^{serial['p']:.2f} s (relative error {serial['relative_rmse']:.1%} of wall)",
               f"full table: {p['rows']:,} rows on {p['cores']} cores: {p['wall_seconds']:,.0f} s wall, "
               f"{p['core_hours']:.3f} executor core-hours, {p['cluster_core_hours']:.3f} cluster core-hours, "
               f"cost {p['cost']:.4f} at {p['price_per_core_hour']:g} per core-hour"]
