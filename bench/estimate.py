@@ -127,9 +127,16 @@ def run(spark, args: argparse.Namespace, workdir) -> tuple[dict[str, Any], list[
     def ratio(a, b):
         return a / b if b else None
 
+    # The same linear model on the samples' executor CPU time: work that a busy machine does not
+    # stretch (executorRunTime counts the time a task waits for a core too).
+    from strata.ml import estimate as scaling
+    cpu_model = scaling.fit_work([s["rows"] for s in samples], [s["cpu_seconds"] for s in samples])
+    predicted_cpu = scaling.at(cpu_model, args.rows)
+    modelled["cpu_seconds"] = actual.cpu_seconds - sum(m.cpu_seconds for m in measured.values())
     comparison = [
         ("wall seconds", prediction["wall_seconds"], actual.wall_seconds, modelled["wall_seconds"]),
         ("executor core-seconds", prediction["core_seconds"], actual.core_seconds, modelled["core_seconds"]),
+        ("executor CPU seconds (same model)", predicted_cpu, actual.cpu_seconds, modelled["cpu_seconds"]),
     ]
     print_table(["figure", "predicted", "actual", "predicted / actual", "actual modelled", "predicted / modelled"],
                 [(name, p, a, ratio(p, a), m, ratio(p, m)) for name, p, a, m in comparison],
@@ -147,9 +154,13 @@ def run(spark, args: argparse.Namespace, workdir) -> tuple[dict[str, Any], list[
         "estimate_run": whole_estimate.figures(),
         "actual": {**actual.figures(), "modelled_wall_seconds": round(modelled["wall_seconds"], 3),
                    "modelled_core_seconds": round(modelled["core_seconds"], 3),
+                   "modelled_cpu_seconds": round(modelled["cpu_seconds"], 3),
                    "mlflow": measured["mlflow"].figures() if "mlflow" in measured else None,
                    "promotion": measured["promotion"].figures() if "promotion" in measured else None,
                    "laps": trained.get("seconds")},
+        "predicted_cpu_seconds": round(predicted_cpu, 3),
+        "ratio_cpu_seconds": round(ratio(predicted_cpu, actual.cpu_seconds), 4),
+        "ratio_cpu_seconds_modelled": round(ratio(predicted_cpu, modelled["cpu_seconds"]), 4),
         "ratio_wall": round(wall_ratio, 4) if wall_ratio else None,
         "ratio_core_seconds": round(core_ratio, 4) if core_ratio else None,
         "ratio_wall_modelled": round(ratio(prediction["wall_seconds"], modelled["wall_seconds"]), 4),

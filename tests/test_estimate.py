@@ -35,11 +35,11 @@ def test_the_work_model_recovers_a_line_with_a_fixed_cost():
     assert estimate.at(fit, 100_000) == pytest.approx(640)
 
 
-def test_the_work_model_finds_the_exponent_of_its_grid():
+def test_the_work_model_finds_the_exponent_of_its_grid_when_asked_to():
     rows = [100, 400, 900, 1600]
-    fit = estimate.fit_work(rows, [5 + 2 * math.sqrt(r) for r in rows])  # 25, 45, 65, 85
+    fit = estimate.fit_work(rows, [5 + 2 * math.sqrt(r) for r in rows], estimate.EXPONENTS)  # 25, 45, 65, 85
     assert fit["p"] == 0.5 and fit["a"] == pytest.approx(5) and fit["b"] == pytest.approx(2)
-    fit = estimate.fit_work([10, 20, 30], [100, 400, 900])  # 1 x rows^2: no fixed cost
+    fit = estimate.fit_work([10, 20, 30], [100, 400, 900], estimate.EXPONENTS)  # 1 x rows^2: no fixed cost
     assert fit["p"] == 2.0 and fit["a"] == pytest.approx(0, abs=1e-9) and fit["b"] == pytest.approx(1)
 
 

@@ -256,8 +256,8 @@ def estimate(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig) -> dic
     if len(fractions) < 2:
         raise TrainingDataError(
             f"{model.name}: {total:,} labelled rows (smallest class {min(per_class.values()):,}) are too few to "
-            f"estimate from samples {settings.fractions}: fewer than two leave {2 * model.folds} training rows of "
-            f"each class for {model.folds} folds; set larger estimate.fractions, or train")
+            f"estimate from samples {settings.fractions}: fewer than two of them would hold {2 * model.folds} "
+            f"training rows of each class ({model.folds} folds); set larger estimate.fractions, or train")
     skipped = [f for f in settings.fractions if f not in fractions]
     if skipped:
         log.info("%s: samples %s are too small to train; estimating from %s", model.name, skipped, fractions)
@@ -293,7 +293,7 @@ def estimate(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig) -> dic
     sizes, core_seconds = [s["rows"] for s in samples], [s["core_seconds"] for s in samples]
     work = scaling.fit_work(sizes, core_seconds)
     serial = scaling.fit_serial(sizes, [s["wall_seconds"] for s in samples], core_seconds, measured_cores)
-    cores = ctx.args.cores or measured_cores
+    cores = getattr(ctx.args, "cores", None) or measured_cores
     prediction = scaling.predict(work, serial, total, cores, settings.price_per_core_hour)
     counts.update(scaling={"work": work, "serial": serial, "measured_cores": measured_cores},
                   prediction={k: (round(v, 6) if isinstance(v, float) else v) for k, v in prediction.items()})
