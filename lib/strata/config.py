@@ -339,6 +339,17 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class EstimateConfig:
+    """train --estimate (README, "Training cost estimate")."""
+    # What one executor core costs per hour (any currency): the estimate's cost is the cluster's
+    # cores held for the predicted wall time at this price.
+    price_per_core_hour: float = 0.05
+    # Shares of the labelled rows the estimate trains on, smallest first; a scaling model fitted
+    # on their core-seconds predicts the full table.
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     project_root: str
@@ -351,6 +362,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -656,7 +668,25 @@ def _check_meaning(config: Config, origins: dict) -> Config:
     _check_tables_unique(datasets, origins)
     for key, model in config.models.items():
         _check_model(key, model, datasets, origins)
+    _check_estimate(config.estimate, origins)
     return dataclasses.replace(config, datasets=datasets)
+
+
+def _check_estimate(estimate: EstimateConfig, origins: dict) -> None:
+    def fail(part: str, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{_where(('estimate', part), origins)}: key 'estimate.{part}' {message}")
+
+    def shown(part: str, value: Any) -> str:
+        return _shown(value, ("estimate", part), origins, with_type=False)
+
+    if not estimate.price_per_core_hour >= 0:
+        fail("price_per_core_hour", f"must be at least 0, got {shown('price_per_core_hour', estimate.price_per_core_hour)}")
+    fractions = estimate.fractions
+    if len(fractions) < 2:
+        fail("fractions", f"must hold at least two shares (a scaling model needs two sizes), "
+                          f"got {shown('fractions', fractions)}")
+    if not all(0 < f < 1 for f in fractions) or any(b <= a for a, b in zip(fractions, fractions[1:])):
+        fail("fractions", f"must be increasing shares between 0 and 1 (exclusive), got {shown('fractions', fractions)}")
 
 
 def _check_model(key: str, model: ModelConfig, datasets: dict[str, DatasetConfig], origins: dict) -> None:

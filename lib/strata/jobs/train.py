@@ -23,6 +23,15 @@ registered in MLflow, promoted only past a leakage-free champion/challenger gate
 
 Bad input (no labelled rows, one class, a class too small for the folds, a table version that
 does not exist, an unreachable tracking store) is one line, exit 1, and no registry change.
+
+    ./spark-submit.sh train --env ENV --model NAME --estimate [--cores N] [--table-version N]
+
+--estimate trains nothing and registers nothing (no MLflow run, no lake write): it runs steps 1
+to 4 (split_rows and train_and_evaluate, what a training spends its Spark time on) on growing
+samples of the pinned rows (estimate.fractions), measures each one's wall seconds and executor core-seconds
+in Spark's status store (strata.stagetime), fits scaling models (strata.ml.estimate) and predicts
+the full table's wall time on N cores (default: the session's defaultParallelism), its
+core-hours and their cost at estimate.price_per_core_hour.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,10 +69,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-promote", action="store_true", help="train and register only; aliases other "
                         "than challenger stay")
 
+    def cores(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        return value
+
+    parser.add_argument("--estimate", action="store_true", help="train nothing: predict the training's wall "
+                        "time, core-hours and cost from fits on samples (estimate.fractions of the config)")
+    parser.add_argument("--cores", type=cores, default=None, metavar="N", help="with --estimate: the cluster's "
+                        "executor cores to predict for (default: the session's default parallelism)")
+
 
 def run(ctx: JobContext) -> dict:
     model = ctx.config.model(ctx.args.model)
     dataset = ctx.config.dataset(model.dataset)
+    if getattr(ctx.args, "estimate", False):
+        return estimate(ctx, dataset, model)
+    if getattr(ctx.args, "cores", None) is not None:
+        raise ValueError("--cores is the cluster size of an estimate: it goes with --estimate")
     # Before Spark: an unreachable store fails the run with nothing trained or registered.
     tracking = Tracking.connect(ctx.config.mlflow)
     table = catalog.features(dataset)
@@ -126,6 +154,13 @@ def split_rows(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig) -> D
     from strata.ml.split import stratified_split
 
     per_class = {r[LABEL]: r["count"] for r in rows.groupBy(LABEL).count().collect()}
+    check_classes(per_class, dataset, model)
+    fractions = {"train": model.split.train, "validation": model.split.validation, "test": model.split.test}
+    return stratified_split(rows, LABEL, dataset.keys, fractions, model.seed, group=model.split.group, column=SPLIT)
+
+
+def check_classes(per_class: dict[int, int], dataset: DatasetConfig, model: ModelConfig) -> None:
+    """TrainingDataError when rows of these counts per class cannot train the model."""
     if not per_class:
         raise TrainingDataError(f"{model.name}: no labelled rows in gold/{dataset.name}_features")
     if len(per_class) < 2:
@@ -135,8 +170,6 @@ def split_rows(rows: DataFrame, dataset: DatasetConfig, model: ModelConfig) -> D
     if per_class[smallest] * model.split.train < model.folds:
         raise TrainingDataError(f"{model.name}: class {smallest} has {per_class[smallest]} labelled row(s), "
                                 f"too few for {model.folds} folds of its {model.split.train:.0%} training share")
-    fractions = {"train": model.split.train, "validation": model.split.validation, "test": model.split.test}
-    return stratified_split(rows, LABEL, dataset.keys, fractions, model.seed, group=model.split.group, column=SPLIT)
 
 
 # --- training and evaluation ---------------------------------------------------------------------
@@ -204,6 +237,72 @@ def _group_value(model: ModelConfig):
 
 def _positive_rate(rows: DataFrame) -> float:
     return float(rows.agg(F.avg(F.col(LABEL).cast("double"))).first()[0])
+
+
+# --- estimate -----------------------------------------------------------------------------------
+
+def estimate(ctx: JobContext, dataset: DatasetConfig, model: ModelConfig) -> dict:
+    """--estimate: split_rows and train_and_evaluate on growing samples of the pinned rows, each
+    measured (wall seconds, executor core-seconds); the scaling models fitted on them predict the
+    full table. Nothing is logged, registered or written."""
+    from strata.ml import estimate as scaling
+    from strata.stagetime import Measure
+
+    settings = ctx.config.estimate
+    table = catalog.features(dataset)
+    version, rows = pinned_rows(ctx, dataset, model, ctx.args.table_version)
+    counts = ctx.counts
+    counts.update(model=model.name, table=table.qualified_name, table_version=version, estimate=True)
+    per_class = {r[LABEL]: r["count"] for r in rows.groupBy(LABEL).count().collect()}
+    check_classes(per_class, dataset, model)  # the full table cannot train: nothing to estimate
+    total = sum(per_class.values())
+    fractions = scaling.smallest_trainable(settings.fractions, per_class, model.split.train, model.folds)
+    if len(fractions) < 2:
+        raise TrainingDataError(
+            f"{model.name}: {total:,} labelled rows (smallest class {min(per_class.values()):,}) are too few to "
+            f"estimate from samples {settings.fractions}: fewer than two of them would hold {2 * model.folds} "
+            f"training rows of each class ({model.folds} folds); set larger estimate.fractions, or train")
+    skipped = [f for f in settings.fractions if f not in fractions]
+    if skipped:
+        log.info("%s: samples %s are too small to train; estimating from %s", model.name, skipped, fractions)
+    spark, samples = ctx.spark, []
+    counts.update(samples=samples, skipped_fractions=skipped)
+
+    def fit(fraction: float) -> int:
+        """What a training does, on a sample; its rows."""
+        sample = rows.sample(withReplacement=False, fraction=fraction, seed=model.seed)
+        try:
+            splits = split_rows(sample, dataset, model).cache()
+        except TrainingDataError as exc:
+            raise TrainingDataError(f"the {fraction:.0%} sample cannot train: {exc}") from None
+        try:
+            outcome = train_and_evaluate(splits, dataset, model, Laps({}))
+            outcome["test_scored"].unpersist()
+        finally:
+            splits.unpersist()
+        return sum(n for per_split in outcome["split_counts"].values() for n in per_split.values())
+
+    # Not measured: the first fit of a session also pays the JIT's compiling and the Python
+    # workers' start, work that does not grow with the rows and would flatten the model.
+    with Measure(spark) as warmup:
+        fit(fractions[0])
+    counts["warmup"] = warmup.figures()
+    for fraction in fractions:
+        with Measure(spark) as measure:
+            sampled = fit(fraction)
+        samples.append({"fraction": fraction, "rows": sampled, **measure.figures()})
+        log.info("%s: %.0f%% sample, %d rows: %.1f s wall, %.1f executor core-seconds", model.name,
+                 100 * fraction, sampled, measure.wall_seconds, measure.core_seconds)
+    measured_cores = spark.sparkContext.defaultParallelism
+    sizes, core_seconds = [s["rows"] for s in samples], [s["core_seconds"] for s in samples]
+    work = scaling.fit_work(sizes, core_seconds)
+    serial = scaling.fit_serial(sizes, [s["wall_seconds"] for s in samples], core_seconds, measured_cores)
+    cores = getattr(ctx.args, "cores", None) or measured_cores
+    prediction = scaling.predict(work, serial, total, cores, settings.price_per_core_hour)
+    counts.update(scaling={"work": work, "serial": serial, "measured_cores": measured_cores},
+                  prediction={k: (round(v, 6) if isinstance(v, float) else v) for k, v in prediction.items()})
+    print(scaling.readable(samples, work, serial, prediction), file=sys.stderr, flush=True)
+    return counts
 
 
 # --- MLflow -------------------------------------------------------------------------------------
