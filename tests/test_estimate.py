@@ -98,7 +98,7 @@ def test_the_estimate_arguments_pass_the_check_without_spark():
     assert bad.returncode == 1 and "--cores: must be at least 1" in json.loads(bad.stdout.splitlines()[-1])["error"]
 
 
-ROWS = 150_000
+ROWS = 60_000
 
 # --- the job -------------------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ def context(spark, project, **args):
     environ = {"STRATA_LAKE__ROOT": str(project / "lake"),
                "STRATA_MLFLOW__TRACKING_URI": f"sqlite:///{project}/mlflow.db",
                "STRATA_MLFLOW__ARTIFACT_LOCATION": str(project / "artifacts"),
-               "STRATA_ESTIMATE__FRACTIONS": "[0.02, 0.6]", "STRATA_ESTIMATE__PRICE_PER_CORE_HOUR": "0.25"}
+               "STRATA_ESTIMATE__FRACTIONS": "[0.03, 0.9]", "STRATA_ESTIMATE__PRICE_PER_CORE_HOUR": "0.25"}
     config = load_config("local", project / "conf", environ=environ)
     namespace = argparse.Namespace(**{"model": "tiny", "table_version": None, "no_promote": False,
                                       "estimate": True, "cores": None, **args})
@@ -126,7 +126,7 @@ def lake_files(project):
 
 def test_the_estimate_measures_growing_samples_and_trains_nothing(spark, project, capsys):
     """A warm-up fit and two measured ones (every fit is some 600 small Spark stages whatever its
-    rows: this takes a minute or more). 3,000 and 90,000 rows: a difference of work the noise of
+    rows: this takes a minute or more). 1,800 and 54,000 rows: a difference of work the noise of
     a busy machine does not hide."""
     ctx = context(spark, project, cores=8)
     features = catalog.features(ctx.config.dataset("trips"))
@@ -138,8 +138,8 @@ def test_the_estimate_measures_growing_samples_and_trains_nothing(spark, project
     (project / 'counts.json').write_text(json.dumps(counts, default=str))  # for a failed run's reader
 
     samples = counts["samples"]
-    assert [s["fraction"] for s in samples] == [0.02, 0.6]
-    assert abs(samples[0]["rows"] - 0.02 * ROWS) < 300 and abs(samples[1]["rows"] - 0.6 * ROWS) < 1500
+    assert [s["fraction"] for s in samples] == [0.03, 0.9]
+    assert abs(samples[0]["rows"] - 0.03 * ROWS) < 300 and abs(samples[1]["rows"] - 0.9 * ROWS) < 1500
     assert all(s["core_seconds"] > 0 and s["wall_seconds"] > 0 and s["stages"] > 0 for s in samples)
     assert samples[0]["core_seconds"] < samples[1]["core_seconds"]
     work, prediction = counts["scaling"]["work"], counts["prediction"]
