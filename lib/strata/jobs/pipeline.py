@@ -5,6 +5,8 @@ asks for it. Stops at the first stage that fails; the
 job then exits with that stage's code (2 for a blocking gate, 1 otherwise). With --from/--to it
 runs each date of the range in order, in the same application, and stops at the first date that
 fails; the same range run again goes on from there, as the dates done are no-ops.
+With --stage JOB it runs only that stage (or those) of each dataset and no model: what an
+orchestrator runs in each step (orchestration/), with the same skip as below.
 
 A stage that reads the lake is skipped when the stages before it brought no new data and it
 already completed this run date after its inputs' last change on that date: a re-run with
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the dates done are no-ops)")
     parser.add_argument("--to", dest="to_date", type=run_date_arg, default=None, metavar="YYYY-MM-DD",
                         help="backfill: the last date (with --from)")
+    parser.add_argument("--stage", action="append", dest="stages", metavar="JOB",
+                        help="run only this stage of each dataset (repeatable: ingest, silver, gold, anomalies), "
+                             "skipped like any other when it is up to date for the run date; no training or "
+                             "scoring (an orchestrator runs one stage per step: orchestration/)")
 
 
 def run_dates(args: argparse.Namespace, run_date: dt.date) -> list[dt.date]:
@@ -265,10 +271,19 @@ def run_stages(ctx: JobContext) -> dict:
     datasets = ctx.args.dataset or sorted(ctx.config.datasets)
     ctx.counts.setdefault("stages", {})
     ctx.counts["datasets"] = datasets
+    only = getattr(ctx.args, "stages", None)
+    unknown = sorted(set(only or ()) - {s.job for s in stages.STAGES})
+    if unknown:
+        raise ValueError(f"--stage {', '.join(unknown)}: not a stage; stages: {[s.job for s in stages.STAGES]}")
     for name in datasets:
         dataset = ctx.config.dataset(name)
         done: dict[str, dict] = {}
         for stage in stages.in_order(dataset):
+            if only and stage.job not in only:
+                # not run here: whether the stage's inputs changed on the run date is read from
+                # the lake's history (up_to_date), as for a stage run in another application
+                done[stage.job] = {"skipped": "not selected (--stage)"}
+                continue
             stage_ctx = step_context(ctx, stage.job, dataset=name)
 
             def body(stage=stage, stage_ctx=stage_ctx) -> dict:
@@ -278,7 +293,7 @@ def run_stages(ctx: JobContext) -> dict:
                 return importlib.import_module(f"strata.jobs.{stage.job}").run(stage_ctx)
 
             done[stage.job] = run_step(ctx, stage_ctx, name, f"{name}.{stage.job}", body)
-        if ctx.config.pipeline.models:
+        if ctx.config.pipeline.models and not only:
             for model in ctx.config.models_of(name):
                 train_ctx = step_context(ctx, "train", dataset=name, model=model.name, table_version=None,
                                          no_promote=False)
