@@ -74,7 +74,7 @@ LAPS = ("profile", "drift_and_performance", "publish")
 STEPS = [
     ("strata.jobs.monitor", "load_reference", "load_reference (training profile artifact)"),
     ("strata.jobs.monitor", "scored_partitions", "scored_partitions (commit history)"),
-    ("strata.ml.monitoring", "current_profile", "current_profile (3 passes; read + join + cache in the 1st)"),
+    ("strata.ml.monitoring", "current_profile", "current_profile (3 passes; read + join + cache if first)"),
     ("pyspark.sql.classic.dataframe:DataFrame", "approxQuantile", "  approxQuantile (grid + summary points)"),
     ("strata.ml.drift", "_value_counts", "  _value_counts (explode, count per (column, value), rank)"),
     ("strata.jobs.monitor", "previous_profile", "previous_profile (the CONSECUTIVE baseline)"),
@@ -321,6 +321,9 @@ def report(args, results: dict[int, dict[str, Any]], problems: list[str]) -> dic
                  for name in ("setup", *LAPS)]
         table += [(name, job["steps"][f][0], job["steps"][f][1], 100 * job["steps"][f][1] / total, job["steps"][f][2])
                   for _, f, name in STEPS if job["steps"][f][0]]
+        before = lap["profile"] - job["steps"]["current_profile"][1]
+        table.append(("profile lap outside current_profile (scored rows, registry)", None, before,
+                      100 * before / total, None))
         table.append(("job total", None, total, 100.0, job["steps"]["monitor.run"][2]))
         table.append(("bare: describe().collect()", None, bare["describe_s"], None, None))
         table.append(("bare: approxQuantile", None, bare["quantile_s"], None, None))
