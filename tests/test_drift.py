@@ -114,3 +114,13 @@ def test_a_column_gone_empty_has_no_distances_and_shows_in_the_null_share(spark)
     assert row["population_stability_index"] is None and row["js_distance"] is None and row["tv_distance"] is None
     assert row["ks_test"] == {"statistic": None, "pvalue": None}
     assert row["count_delta"] == -6 and row["null_share_delta"] == pytest.approx(1 - 2 / 8)
+
+
+def test_numeric_columns_of_many_values_get_no_frequent_values(spark, monkeypatch):
+    monkeypatch.setattr(drift, "FREQUENT_MAX_DISTINCT", 3)
+    df = spark.createDataFrame([(float(i % 5), float(i % 2), str(i % 2)) for i in range(20)],
+                               "many double, few double, c string")
+    found = drift.profile(df, drift.reference_edges(df, ["many", "few"], relative_error=0.0), ["c"])
+    assert found.summaries["many"].frequent == () and found.summaries["many"].distinct == 5
+    assert found.summaries["few"].frequent == (("0.0", 10), ("1.0", 10))
+    assert found.summaries["c"].frequent == (("0", 10), ("1", 10)) and found.categorical["c"].counts == {"0": 10, "1": 10}

@@ -1,7 +1,7 @@
 """The Dagster definitions (orchestration/): what they declare, how a job's exit code and summary
 line become Dagster's outcome (a stand-in script, no Spark), and materialisations in process through
 spark-submit.sh on a lake of their own: one partition, a 3-day backfill and its re-run, a gate that
-blocks. The monitor asset is left out of the runs: its job comes with its own change."""
+blocks. The monitor asset's runs are the stand-in's (tests/test_monitor.py runs the job itself)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +48,7 @@ def test_definitions_load_from_the_config():
     assert all(a.op.retry_policy.max_retries == 2 for a in defs.assets)
     assert graph.get(dg.AssetKey("tips_train")).partitions_def is None
     daily = repo.get_job("daily_job").asset_layer.executable_asset_keys
-    expected = set(keys(*DAILY)) - (set() if (REPO / "jobs" / "monitor.py").exists() else set(keys("tips_monitor")))
-    assert set(daily) == expected
+    assert set(daily) == set(keys(*DAILY))
     assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {"daily_schedule": "0 2 * * *",
                                                                      "tips_weekly_train": "0 3 * * 1"}
     assert [s.name for s in repo.sensor_defs] == ["tips_retrain_on_monitor"]

@@ -45,6 +45,8 @@ GRID = 100
 QUANTILE_ERROR = 0.001
 # The values of a categorical column a profile does not keep, counted together.
 OTHER = "__other__"
+# Numeric columns with more (approximately) distinct values than this get no frequent values.
+FREQUENT_MAX_DISTINCT = 10_000
 # The quantiles a column's summary lists.
 SUMMARY_POINTS = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -188,7 +190,8 @@ def profile(df: DataFrame, edges: dict[str, tuple[float, ...]], categorical: Seq
     aggregate (nulls, bins, zeros, distinct counts, moments), one approxQuantile (every numeric
     column's grid and summary quantiles), one count of rows per (column, value).
 
-    Numeric columns are binned at `edges`. A categorical column keeps apart the values of
+    Numeric columns are binned at `edges`; their frequent values are listed only for columns of at
+    most FREQUENT_MAX_DISTINCT distinct values. A categorical column keeps apart the values of
     `values` (a reference's, so two profiles compare value by value), else its max_categories
     most frequent; the rest count as OTHER."""
     numeric = list(edges)
@@ -209,7 +212,11 @@ def profile(df: DataFrame, edges: dict[str, tuple[float, ...]], categorical: Seq
     totals = typed.agg(*aggregates).first().asDict()
     cuts = grid(points) + list(SUMMARY_POINTS)
     found = dict(zip(numeric, typed.approxQuantile(numeric, cuts, relative_error))) if numeric else {}
-    counted = _value_counts(typed, columns, set(categorical), values or {}, max(max_categories, frequent), frequent)
+    # Frequent values of a numeric column with more distinct values than this have about one row
+    # each: counting them would cost the largest aggregation of the profile and say nothing.
+    counted_columns = [c for c in numeric if totals[f"{c}__distinct"] <= FREQUENT_MAX_DISTINCT] + list(categorical)
+    counted = _value_counts(typed, counted_columns, set(categorical), values or {}, max(max_categories, frequent),
+                            frequent)
 
     numeric_profiles, categorical_profiles, summaries = {}, {}, {}
     for c in numeric:
@@ -241,6 +248,8 @@ def _value_counts(typed: DataFrame, columns: Sequence[str], categorical: set[str
                   values: Mapping[str, Collection[str]], most: int, frequent: int) -> dict[str, dict[str, int]]:
     """Rows per value of each column, in one aggregation: the `most` most frequent values of a
     categorical column (`frequent` of a numeric one) and every value of `values`."""
+    if not columns:
+        return {}
     pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
                                 for c in columns]))
     counts = (typed.select(pairs.alias("pair")).select("pair.*").where(F.col("value").isNotNull())
