@@ -28,16 +28,13 @@ import os
 
 import dagster as dg
 
-from orchestration.submit import REPO, StrataJobs
+from orchestration.submit import StrataJobs
 from strata import stages
 from strata.config import Config, load_config
 
 START_DATE = "2024-01-01"
 RUN_DATE_TAG = "strata/run_date"
 RETRAIN_TRIGGERED = "retrain_triggered"
-# The monitor job comes with its own change; until jobs/monitor.py exists the daily job leaves
-# its assets out (they are still defined, and fail with "unknown job" if materialised by hand).
-MONITOR_JOB = REPO / "jobs" / "monitor.py"
 
 
 def utc_today() -> str:
@@ -132,19 +129,16 @@ def build_definitions(config: Config | None = None, *, env: str | None = None, s
         for stage in stages.in_order(dataset):
             deps = [f"{name}_{s.job}" for s in stages.upstream(dataset, stage)]
             assets.append(stage_asset(name, stage, deps, partitions, retry))
-    jobs, schedules, sensors, monitors = [], [], [], []
+    jobs, schedules, sensors = [], [], []
     for name in sorted(config.models):
         model_defs = model_assets(name, config.model(name).dataset, partitions, retry)
         assets.extend(model_defs)
-        monitors.append(model_defs[2].key)
         train_job = dg.define_asset_job(f"{name}_train_job", selection=[model_defs[0].key])
         jobs.append(train_job)
         schedules.append(weekly_train(name, train_job))
         sensors.append(retrain_sensor(name, train_job))
 
     daily = dg.AssetSelection.all() - dg.AssetSelection.assets(*(a.key for a in assets if a.partitions_def is None))
-    if not MONITOR_JOB.exists():
-        daily = daily - dg.AssetSelection.assets(*monitors)
     daily_job = dg.define_asset_job("daily_job", selection=daily,
                                     description="every daily asset of one date, in stage order")
     schedules.append(dg.build_schedule_from_partitioned_job(daily_job, name="daily_schedule", hour_of_day=2,
