@@ -15,7 +15,7 @@ gate) fails the step without retry, exit 1 fails it under the assets' RetryPolic
 Schedules (stopped until turned on in the UI): `daily_schedule` runs yesterday's partition of every
 daily asset at 02:00 UTC (after the night's delivery); `<model>_weekly_train` trains on Mondays at
 03:00 UTC. The sensor `<model>_retrain_on_monitor` (running by default) launches train when a
-monitor materialisation's metadata says retrain_triggered.
+monitored date whose metadata says retrain_triggered (once per date).
 
 Environment: STRATA_ENV (default local) names the configuration; STRATA_DAGSTER_START_DATE the
 first partition (default 2024-01-01, the demo data's first day); STRATA_DAGSTER_MAX_RETRIES the
@@ -93,20 +93,25 @@ def model_assets(model: str, dataset: str, partitions: dg.PartitionsDefinition,
 
 
 def retrain_sensor(model: str, train_job) -> dg.SensorDefinition:
-    """Launches the model's train job once per monitor materialisation that says retrain."""
-    @dg.asset_sensor(asset_key=dg.AssetKey(f"{model}_monitor"), job=train_job, name=f"{model}_retrain_on_monitor",
-                     default_status=dg.DefaultSensorStatus.RUNNING)
-    def _sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-        materialization = asset_event.asset_materialization
-        metadata = materialization.metadata if materialization else {}
-        triggered = metadata.get(RETRAIN_TRIGGERED)
-        if not (triggered and triggered.value):
-            return dg.SkipReason(f"{model}_monitor materialised without {RETRAIN_TRIGGERED}")
-        reasons = metadata.get("retrain_reasons")
-        partition = materialization.partition or utc_today()
-        return dg.RunRequest(run_key=f"{asset_event.run_id}:{partition}",
-                             tags={RUN_DATE_TAG: partition,
-                                   "strata/retrain_reasons": json.dumps(reasons.value if reasons else [])[:200]})
+    """Launches the model's train job once per monitored date whose materialisation says retrain:
+    every materialisation since the last tick, oldest first (two between ticks, as in a backfill,
+    are both seen), and one run per date (run key), so materialising a date again trains no more."""
+    monitor_key = dg.AssetKey(f"{model}_monitor")
+
+    @dg.multi_asset_sensor(monitored_assets=[monitor_key], job=train_job, name=f"{model}_retrain_on_monitor",
+                           default_status=dg.DefaultSensorStatus.RUNNING)
+    def _sensor(context: dg.MultiAssetSensorEvaluationContext):
+        for record in context.materialization_records_for_key(monitor_key):
+            materialization = record.asset_materialization
+            metadata = materialization.metadata if materialization else {}
+            triggered = metadata.get(RETRAIN_TRIGGERED)
+            if triggered and triggered.value:
+                reasons = metadata.get("retrain_reasons")
+                partition = materialization.partition or utc_today()
+                yield dg.RunRequest(run_key=f"{model}:{partition}",
+                                    tags={RUN_DATE_TAG: partition,
+                                          "strata/retrain_reasons": json.dumps(reasons.value if reasons else [])[:200]})
+            context.advance_cursor({monitor_key: record})
     return _sensor
 
 

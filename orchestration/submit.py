@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
 # Errors of the summary line that the same run would meet again: retrying them costs a JVM start
 # and changes nothing. "bad arguments:" and "config error:" are the runner's own prefixes;
-# NoChampion is predict's (train the model first).
-NOT_RETRYABLE = ("bad arguments:", "config error:", "NoChampion:")
+# NoChampion is predict's (train the model first), NoReference monitor's (train it again).
+NOT_RETRYABLE = ("bad arguments:", "config error:", "NoChampion:", "NoReference:")
 # Keys of the summary line that are not the job's counts.
 SUMMARY_KEYS = ("job", "env", "run_id", "run_date", "status", "tables", "error", "data_docs")
 STDERR_TAIL_LINES = 40

@@ -218,7 +218,7 @@ def test_the_monitoring_tables_read_without_spark(project, nights):
     assert len(decisions) == 3
 
 
-def test_the_pipeline_trains_on_the_decision_once(spark, project, nights):
+def test_the_pipeline_trains_on_the_decision_once_and_a_rerun_keeps_the_version_that_scored(spark, project, nights):
     """The pipeline's monitor step finds the date monitored, takes its recorded decision, and
     trains; a re-run trains nothing more."""
     ctx = context(spark, project, "pipeline", DAY3)
@@ -232,16 +232,18 @@ def test_the_pipeline_trains_on_the_decision_once(spark, project, nights):
         catalog.features(ctx.config.dataset("trips")))
     again = pipeline.retrain_unless_done(context(spark, project, "train", DAY3), model)
     assert again["skipped"] == "version 2 was already trained for 2024-01-03"
+    # an earlier date run again after a later date trained: its own version counts, not the newest
+    earlier = pipeline.retrain_unless_done(context(spark, project, "train", DAY1), model)
+    assert earlier["skipped"] == "version 1 was already trained for 2024-01-01"
 
-
-def test_a_rerun_of_a_date_replaces_its_partitions_and_keeps_the_version_that_scored(spark, project, nights):
-    """After the retrain above: the date's rows were scored by version 1, so version 1's training
-    profile stays their reference whatever the champion is now."""
-    ctx = context(spark, project, "monitor", DAY3)
-    Tracking.connect(ctx.config.mlflow).set_alias(MODEL, "champion", "2")  # whatever the gate decided
+    # the date monitored again with version 2 as champion, whatever the gate decided: the rows were
+    # scored by version 1, so version 1's training profile stays their reference; the date's
+    # partitions are replaced
+    monitor_ctx = context(spark, project, "monitor", DAY3)
+    Tracking.connect(monitor_ctx.config.mlflow).set_alias(MODEL, "champion", "2")
     before = {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES}
-    again = monitor.run(ctx)
-    assert again["retrain"] == nights[DAY3]["retrain"] and again["champion_version"] == "1"
+    rerun = monitor.run(monitor_ctx)
+    assert rerun["retrain"] == nights[DAY3]["retrain"] and rerun["champion_version"] == "1"
     assert {kind: read(spark, project, kind).count() for kind in catalog.MONITORING_TABLES} == before
 
 
@@ -260,12 +262,23 @@ def test_a_lost_decision_fails_the_run_instead_of_reporting_ok(spark, project, n
         monitor.run(context(spark, project, "monitor", DAY2))
 
 
-def test_a_champion_without_a_training_profile_is_one_line(spark, project, nights, monkeypatch):
+def test_a_champion_without_a_training_profile_is_one_line_and_the_pipeline_retrains(spark, project, nights):
+    """Version 1's profile deleted from the artifact store, as for a champion trained before train
+    logged one. The pipeline's step asks for a retrain instead of failing every night (on DAY2,
+    whose decision the test above lost, so the step does not take the date for monitored)."""
     import mlflow
-    monkeypatch.setattr(mlflow.artifacts, "load_dict", lambda uri: (_ for _ in ()).throw(OSError("no such file")))
-    with pytest.raises(monitor.NoReference, match=r"^model watch version \d+ has no training profile .*train the "
-                                                  r"model again to monitor it \(OSError\)$"):
-        monitor.run(context(spark, project, "monitor", DAY2))
+    from mlflow import MlflowClient
+
+    ctx = context(spark, project, "monitor", DAY2)
+    mlflow.set_tracking_uri(ctx.config.mlflow.tracking_uri)
+    run_id = MlflowClient().get_model_version(MODEL, "1").run_id
+    (found,) = (project / "artifacts").rglob(f"{run_id}/artifacts/monitoring/reference_profile.json")
+    found.unlink()
+    with pytest.raises(monitor.NoReference, match=r"^model watch version 1 has no training profile .*train the "
+                                                  r"model again to monitor it \(MlflowException\)$"):
+        monitor.run(ctx)
+    step = pipeline.monitor_unless_done(context(spark, project, "monitor", DAY2), ctx.config.model(MODEL))
+    assert step["retrain"]["triggered"] and "has no training profile" in step["retrain"]["reasons"][0]
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -188,10 +188,17 @@ def test_train_runs_on_the_monitor_trigger_and_on_its_weekly_schedule(stand_in):
         assert monitored.success
         meta = monitored.asset_materializations_for_node("tips_monitor")[0].metadata
         assert meta[RETRAIN_TRIGGERED].value is True and meta["retrain_reasons"].value == ["psi(fare_amount) 0.4 > 0.2"]
+        # a second date monitored before the sensor's next tick, and the first date again
+        assert run(defs, ["tips_monitor"], instance=instance, partition_key="2024-01-04").success
+        assert run(defs, ["tips_monitor"], instance=instance, partition_key="2024-01-03").success
         sensor = repo.get_sensor_def("tips_retrain_on_monitor")
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
-        assert [(r.tags[RUN_DATE_TAG], r.run_key) for r in tick.run_requests] == [
-            ("2024-01-03", f"{monitored.run_id}:2024-01-03")]
+        context = dg.build_multi_asset_sensor_context(monitored_assets=[dg.AssetKey("tips_monitor")],
+                                                      instance=instance, repository_def=repo)
+        requests = list(sensor(context))
+        # every materialisation since the last tick, oldest first; one run key per date
+        assert [(r.tags[RUN_DATE_TAG], r.run_key) for r in requests] == [
+            ("2024-01-03", "tips:2024-01-03"), ("2024-01-04", "tips:2024-01-04"), ("2024-01-03", "tips:2024-01-03")]
+        assert list(sensor(context)) == []  # the cursor moved past them
     # the run it asks for trains with the monitor's date
     train = run(defs, ["tips_train"], tags={RUN_DATE_TAG: "2024-01-03"})
     assert train.success and made()[-1][:1] == ["train"] and made()[-1][made()[-1].index("--run-date") + 1] == "2024-01-03"

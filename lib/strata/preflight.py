@@ -44,8 +44,8 @@ def models(job: str, config: Config, args: argparse.Namespace) -> list[str]:
     model of its datasets."""
     if isinstance(getattr(args, "model", None), str):
         return [args.model]
-    if job != "pipeline" or not config.pipeline.models:
-        return []
+    if job != "pipeline" or not config.pipeline.models or getattr(args, "stages", None):
+        return []  # `pipeline --stage` runs no model
     return [m.name for name in _datasets(config, args) for m in config.models_of(name)]
 
 

@@ -355,6 +355,8 @@ def stage_result(job: str, counts: dict) -> str:
     if job == "anomalies":
         return f"{count('flagged', 'rows')} rides scored, {count('outliers')} outlier(s)"
     if job == "monitor":
+        if counts.get("no_new_data"):
+            return "nothing scored on the date"
         retrain = counts.get("retrain") or {}
         if retrain.get("triggered"):
             return "retrain: " + "; ".join(retrain.get("reasons") or [])

@@ -44,11 +44,11 @@ def selected_tables(config, dataset: str | None) -> list[TableSpec]:
     names = [dataset] if dataset else sorted(config.datasets)
     tables: dict[str, TableSpec] = {}
     for name in names:
-        dataset = config.dataset(name)
-        for table in catalog.dataset_tables(dataset).values():
+        config_of = config.dataset(name)
+        for table in catalog.dataset_tables(config_of).values():
             tables.setdefault(table.qualified_name, table)
         for model in config.models_of(name):
-            for table in catalog.model_tables(model, dataset).values():
+            for table in catalog.model_tables(model, config_of).values():
                 tables.setdefault(table.qualified_name, table)
     for table in catalog.shared_tables():
         tables.setdefault(table.qualified_name, table)

@@ -173,9 +173,13 @@ def load_reference(model: ModelConfig, version):
 
     from strata.ml import drift, monitoring
 
+    from mlflow.exceptions import MlflowException
+
     try:
         data = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{monitoring.REFERENCE_ARTIFACT}")
-    except Exception as exc:  # noqa: BLE001 - missing artifact: an MlflowException or an OSError by store
+    except (FileNotFoundError, MlflowException) as exc:  # not there; an unreachable store raises as it is
+        if isinstance(exc, MlflowException) and exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
         raise NoReference(f"model {model.name} version {version.version} has no training profile "
                           f"({monitoring.REFERENCE_ARTIFACT} of run {version.run_id}): train the model again to "
                           f"monitor it ({type(exc).__name__})") from None

@@ -193,7 +193,12 @@ def monitor_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
             ctx.record_table(decisions)
             return {"model": model.name, "retrain": {"triggered": decided[0].retrain, "reasons": list(decided[0].reasons)},
                     "skipped": "already monitored after the predictions' last change"}
-    return monitor.run(ctx)
+    try:
+        return monitor.run(ctx)
+    except monitor.NoReference as exc:
+        # a champion trained before train logged its profile: a version that has one is due
+        return {"model": model.name, "retrain": {"triggered": True, "reasons": [str(exc)]},
+                "skipped": "the champion has no training profile to monitor against"}
 
 
 def retrain_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
@@ -202,9 +207,9 @@ def retrain_unless_done(ctx: JobContext, model: ModelConfig) -> dict:
     decides whether the new version serves."""
     from strata.jobs import train
 
-    trained = train.current_version(Tracking.connect(ctx.config.mlflow), model, ctx.run_date)
-    if trained is not None and trained[1] == ctx.run_date.isoformat():
-        return {"model": model.name, "skipped": f"version {trained[0]} was already trained for {trained[1]}"}
+    trained = train.version_trained_for(Tracking.connect(ctx.config.mlflow), model, ctx.run_date)
+    if trained is not None:
+        return {"model": model.name, "skipped": f"version {trained} was already trained for {ctx.run_date}"}
     return train.run(ctx)
 
 

@@ -470,6 +470,18 @@ def current_version(tracking: Tracking, model: ModelConfig, run_date: dt.date) -
     return newest
 
 
+def version_trained_for(tracking: Tracking, model: ModelConfig, run_date: dt.date) -> str | None:
+    """The newest registered version trained with this config for run_date whose gate decided,
+    whatever versions were trained for later dates; None if there is none."""
+    digest, found = config_digest(model), None
+    for version in tracking.client.search_model_versions(f"name='{model.name}'"):
+        tags = version.tags or {}
+        if tags.get("config_digest") == digest and "promotion" in tags and tags.get("run_date") == run_date.isoformat() \
+                and (found is None or int(version.version) > int(found)):
+            found = str(version.version)
+    return found
+
+
 # --- promotion ----------------------------------------------------------------------------------
 
 def promote(ctx: JobContext, tracking: Tracking, dataset: DatasetConfig, model: ModelConfig,

@@ -123,10 +123,10 @@ def grid(points: int) -> list[float]:
     return [(j + 0.5) / points for j in range(points)]
 
 
-def _numbers(df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """The columns as doubles, NaN as null: approxQuantile skips nulls but would sort NaN above
+def _number(column: str) -> Column:
+    """The column as a double, NaN as null: approxQuantile skips nulls but would sort NaN above
     every number."""
-    return df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in columns])
+    return F.nanvl(F.col(column).cast("double"), F.lit(None).cast("double")).alias(column)
 
 
 def reference_edges(df: DataFrame, columns: Sequence[str], bins: int = BINS,
@@ -134,7 +134,7 @@ def reference_edges(df: DataFrame, columns: Sequence[str], bins: int = BINS,
     """Per column, the reference's quantiles at 1/bins, 2/bins, ... as inner edges (repeated
     values collapse: a column with few distinct values gets fewer bins)."""
     cuts = [i / bins for i in range(1, bins)]
-    found = _numbers(df, columns).approxQuantile(list(columns), cuts, relative_error)
+    found = df.select(*[_number(c) for c in columns]).approxQuantile(list(columns), cuts, relative_error)
     return {c: tuple(sorted(set(q))) for c, q in zip(columns, found)}
 
 
@@ -148,35 +148,14 @@ def _bin(column: str, edges: Sequence[float]) -> Column:
 
 def numeric_profiles(df: DataFrame, edges: dict[str, tuple[float, ...]], points: int = GRID,
                      relative_error: float = QUANTILE_ERROR) -> dict[str, NumericProfile]:
-    """Each column of edges, binned at its edges: one aggregate for the counts of every column
-    and one approxQuantile for their quantile grids."""
-    columns = list(edges)
-    numbers = _numbers(df, columns)
-    aggregates = []
-    for c in columns:
-        aggregates.append(F.count(F.when(F.col(c).isNull(), 1)).alias(f"{c}__nulls"))
-        binned = _bin(c, edges[c])
-        aggregates += [F.count(F.when(F.col(c).isNotNull() & (binned == i), 1)).alias(f"{c}__{i}")
-                       for i in range(len(edges[c]) + 1)]
-    totals = numbers.agg(*aggregates).first().asDict()
-    quantiles = numbers.approxQuantile(columns, grid(points), relative_error)
-    profiles = {}
-    for c, q in zip(columns, quantiles):
-        counts = tuple(int(totals[f"{c}__{i}"]) for i in range(len(edges[c]) + 1))
-        profiles[c] = NumericProfile(c, sum(counts), int(totals[f"{c}__nulls"]), tuple(edges[c]), counts,
-                                     tuple(float(v) for v in q))
-    return profiles
+    """Each column of edges, binned at its edges (profile's numeric part)."""
+    return profile(df, edges, [], points=points, relative_error=relative_error).numeric
 
 
-def categorical_profiles(df: DataFrame, columns: Sequence[str]) -> dict[str, CategoricalProfile]:
-    """Rows per value of each column (as text): one aggregate per column, as many rows as values."""
-    profiles = {}
-    for c in columns:
-        rows = df.groupBy(F.col(c).cast("string").alias("value")).count().collect()
-        counts = {r.value: int(r["count"]) for r in rows if r.value is not None}
-        nulls = sum(int(r["count"]) for r in rows if r.value is None)
-        profiles[c] = CategoricalProfile(c, sum(counts.values()), nulls, counts)
-    return profiles
+def categorical_profiles(df: DataFrame, columns: Sequence[str],
+                         max_categories: int = 100) -> dict[str, CategoricalProfile]:
+    """Rows per value of each column, as text (profile's categorical part)."""
+    return profile(df, {}, columns, max_categories=max_categories).categorical
 
 
 def _point_name(u: float) -> str:
@@ -196,8 +175,7 @@ def profile(df: DataFrame, edges: dict[str, tuple[float, ...]], categorical: Seq
     most frequent; the rest count as OTHER."""
     numeric = list(edges)
     columns = numeric + list(categorical)
-    typed = df.select(*[F.nanvl(F.col(c).cast("double"), F.lit(None).cast("double")).alias(c) for c in numeric],
-                      *[F.col(c).cast("string").alias(c) for c in categorical])
+    typed = df.select(*[_number(c) for c in numeric], *[F.col(c).cast("string").alias(c) for c in categorical])
     aggregates = [F.count(F.lit(1)).alias("__rows")]
     for c in columns:
         aggregates += [F.count(F.when(F.col(c).isNull(), 1)).alias(f"{c}__nulls"),
