@@ -8,14 +8,14 @@ folds, parallelism 2, --bootstrap-replicates; MLflow a sqlite store in the work 
    in process on this session: its samples, its scaling models and its prediction for the full
    table on --cores cores (default: the session's cores, the ones the actual run gets).
 2. The actual training: train.run on the full table right after, on the same session, measured
-   the same way (wall seconds; executor core-seconds = the executorRunTime of its stages in
-   Spark's status store, strata.stagetime). The MLflow logging (log_model, registration) and the
+   the same way (wall seconds; executor core-seconds = the executors' task time over the run,
+   from Spark's status store, strata.stagetime). The MLflow logging (log_model, registration) and the
    promotion gate are measured apart too: the estimate does not run them (it would log and
    register), so "modelled" is the training without them, what the estimate's fits time.
 
 Predicted vs actual, as ratios; target: within 25% (0.75 to 1.25) for wall seconds and
 core-seconds of the whole training. The session keeps 100,000 stages in its status store (the
-full training runs more than the default 1,000).
+full training runs more than the default 1,000), so the CPU seconds, read per stage, are whole.
 
     .venv/bin/python bench/estimate.py                         # 1M rows, logistic regression: ~15 min on 2 busy cores
     .venv/bin/python bench/estimate.py --rows 200000 --fractions 0.02,0.05,0.1   # smoke
@@ -128,7 +128,7 @@ def run(spark, args: argparse.Namespace, workdir) -> tuple[dict[str, Any], list[
         return a / b if b else None
 
     # The same linear model on the samples' executor CPU time: work that a busy machine does not
-    # stretch (executorRunTime counts the time a task waits for a core too).
+    # stretch (task time counts the time a task waits for a core too).
     from strata.ml import estimate as scaling
     cpu_model = scaling.fit_work([s["rows"] for s in samples], [s["cpu_seconds"] for s in samples])
     predicted_cpu = scaling.at(cpu_model, args.rows)

@@ -28,8 +28,8 @@ does not exist, an unreachable tracking store) is one line, exit 1, and no regis
 
 --estimate trains nothing and registers nothing (no MLflow run, no lake write): it runs steps 1
 to 4 (split_rows and train_and_evaluate, what a training spends its Spark time on) on growing
-samples of the pinned rows (estimate.fractions), measures each one's wall seconds and executor core-seconds
-in Spark's status store (strata.stagetime), fits scaling models (strata.ml.estimate) and predicts
+samples of the pinned rows (estimate.fractions), measures each one's wall seconds and executor
+core-seconds in Spark's status store (strata.stagetime), fits scaling models (strata.ml.estimate) and predicts
 the full table's wall time on N cores (default: the session's defaultParallelism), its
 core-hours and their cost at estimate.price_per_core_hour.
 """
