@@ -141,7 +141,9 @@ def test_the_estimate_measures_growing_samples_and_trains_nothing(spark, project
     assert [s["fraction"] for s in samples] == [0.03, 0.9]
     assert abs(samples[0]["rows"] - 0.03 * ROWS) < 300 and abs(samples[1]["rows"] - 0.9 * ROWS) < 1500
     assert all(s["core_seconds"] > 0 and s["wall_seconds"] > 0 and s["stages"] > 0 for s in samples)
-    assert samples[0]["core_seconds"] < samples[1]["core_seconds"]
+    # the CPU time grows with the rows; task time (core-seconds) also counts a task's wait for a
+    # core, which on a loaded machine can outweigh this little work
+    assert samples[0]["cpu_seconds"] < samples[1]["cpu_seconds"]
     work, prediction = counts["scaling"]["work"], counts["prediction"]
     assert work["form"] == "core_seconds = a + b * rows^p" and work["b"] > 0
     assert prediction["rows"] == ROWS and prediction["cores"] == 8 and prediction["price_per_core_hour"] == 0.25
@@ -170,7 +172,7 @@ def test_an_estimate_without_labelled_rows_or_with_too_few_is_one_line(spark, pr
         train.run(ctx)
     # 60 rows can train (2 folds), but only the 60% sample can: one size is no scaling model
     ctx.lake.overwrite(features, gold_rows(spark, 60, seed=4))
-    with pytest.raises(train.TrainingDataError, match=r"too few to estimate from samples \[0.02, 0.6\]"):
+    with pytest.raises(train.TrainingDataError, match=r"too few to estimate from samples \[0.03, 0.9\]"):
         train.run(ctx)
 
 
