@@ -52,13 +52,11 @@ from typing import Any
 try:  # run as a script (bench/ is sys.path[0]) or imported as bench.monitor
     import score as score_bench
     import train as train_bench
-    from common import (Recorder, add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish,
-                        print_table, process_tree_cpu_seconds)
+    from common import Recorder, add_spark_args, cpu_seconds_between, print_table, process_tree_cpu_seconds
 except ImportError:  # pragma: no cover
     from bench import score as score_bench
     from bench import train as train_bench
-    from bench.common import (Recorder, add_spark_args, bench_workdir, build_spark, cpu_seconds_between, finish,
-                              print_table, process_tree_cpu_seconds)
+    from bench.common import Recorder, add_spark_args, cpu_seconds_between, print_table, process_tree_cpu_seconds
 
 MODEL = score_bench.MODEL
 TRAIN_DATE = score_bench.TRAIN_DATE
@@ -236,20 +234,7 @@ def check_results(spark, project: Path, run_date: dt.date, rows: int, job: dict,
 
 # ---- the run ----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = build_spark("bench.monitor", args.master, args.shuffle_partitions, args.driver_memory,
-                        conf={"spark.sql.execution.arrow.pyspark.enabled": "true"})
-    before = os.environ.get("STRATA_EXPECTATIONS_DIR")
-    try:
-        with bench_workdir(args.workdir) as workdir:
-            figures, problems = run(spark, args, workdir)
-    finally:
-        spark.stop()
-        if before is None:
-            os.environ.pop("STRATA_EXPECTATIONS_DIR", None)
-        else:
-            os.environ["STRATA_EXPECTATIONS_DIR"] = before
-    return finish(figures, problems, "wrong monitor benchmark result")
+    return score_bench.run_in_session("bench.monitor", parse_args(argv), run, "wrong monitor benchmark result")
 
 
 def run(spark, args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[str]]:

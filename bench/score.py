@@ -234,20 +234,25 @@ def check_results(spark, project: Path, job: dict, roles: list[tuple[str, str]],
 
 # ---- the run ----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = build_spark("bench.score", args.master, args.shuffle_partitions, args.driver_memory,
+    return run_in_session("bench.score", parse_args(argv), run, "wrong score benchmark result")
+
+
+def run_in_session(app: str, args: argparse.Namespace, body, wrong: str) -> int:
+    """body(spark, args, workdir) -> (figures, problems) on a bench session and work folder (the
+    project's suites through STRATA_EXPECTATIONS_DIR, restored after); finish's exit code."""
+    spark = build_spark(app, args.master, args.shuffle_partitions, args.driver_memory,
                         conf={"spark.sql.execution.arrow.pyspark.enabled": "true"})
     before = os.environ.get("STRATA_EXPECTATIONS_DIR")
     try:
         with bench_workdir(args.workdir) as workdir:
-            figures, problems = run(spark, args, workdir)
+            figures, problems = body(spark, args, workdir)
     finally:
         spark.stop()
         if before is None:
             os.environ.pop("STRATA_EXPECTATIONS_DIR", None)
         else:
             os.environ["STRATA_EXPECTATIONS_DIR"] = before
-    return finish(figures, problems, "wrong score benchmark result")
+    return finish(figures, problems, wrong)
 
 
 def run(spark, args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[str]]:
