@@ -55,8 +55,16 @@ def test_the_suites_a_job_needs_follow_its_stages_gated_outputs():
     assert preflight.suites("anomalies", config, args) == [("gold", "trips_flagged")]
     assert preflight.suites("pipeline", config, args) == [
         ("bronze", "trips"), ("silver", "trips"), ("gold", "trips_features"), ("gold", "trips_daily_zone"),
-        ("gold", "trips_flagged"), ("gold", "tips_predictions")]  # the pipeline scores with the dataset's models
+        ("gold", "trips_flagged"), ("gold", "tips_predictions"),  # the pipeline scores with the dataset's models
+        ("monitoring", "tips_profile"), ("monitoring", "tips_drift"), ("monitoring", "tips_performance"),
+        ("monitoring", "tips_decisions")]  # and monitors them
     assert preflight.suites("predict", config, argparse.Namespace(model="tips")) == [("gold", "tips_predictions")]
+    assert preflight.suites("monitor", config, argparse.Namespace(model="tips")) == [
+        ("monitoring", "tips_profile"), ("monitoring", "tips_drift"), ("monitoring", "tips_performance"),
+        ("monitoring", "tips_decisions")]
+    # a stage run alone (the orchestrator's steps) runs no model
+    assert ("gold", "tips_predictions") not in preflight.suites("pipeline", config, argparse.Namespace(
+        dataset=None, stages=["gold"]))
     gates_off = dataclasses.replace(config, quality=dataclasses.replace(config.quality, gates=False))
     assert preflight.suites("pipeline", gates_off, args) == [("bronze", "trips")]
     assert preflight.suites("lake_smoke", config, args) == []
